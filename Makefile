@@ -11,6 +11,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 BUILD ?= _build
 
+# Notebooks draw figures with the inline backend: a non-interactive MPLBACKEND would hide them.
+unexport MPLBACKEND
+
 # Chapters run with their own folder as working directory: make the data path absolute.
 ifdef CXR_DATA_DIR
 export CXR_DATA_DIR := $(abspath $(CXR_DATA_DIR))

@@ -13,6 +13,8 @@ Environment variables
     (default: the user cache folder, e.g. ``~/.cache/cxrlib``).
 ``CXR_FAST``
     ``1`` selects fast mode: a small stratified subset and small images, for CI.
+``CXR_RUNS_DIR``
+    Where chapters keep their training runs (default: ``<cache>/runs``).
 ``CXR_KAGGLE_HANDLE``
     Overrides the pinned kagglehub handle (default :data:`KAGGLE_HANDLE`).
 ``KAGGLEHUB_CACHE``
@@ -81,6 +83,12 @@ def cache_dir() -> Path:
     env = os.environ.get("CXR_CACHE_DIR")
     path = Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("cxrlib"))
     return path
+
+
+def runs_dir() -> Path:
+    """Where chapters store training runs: ``CXR_RUNS_DIR`` or ``<cache_dir>/runs``."""
+    env = os.environ.get("CXR_RUNS_DIR")
+    return Path(env).expanduser() if env else cache_dir() / "runs"
 
 
 NO_DATA_HELP = (

@@ -230,16 +230,13 @@ def _index_path(root: Path) -> Path:
 
 
 def _load_index(path: Path) -> dict[str, tuple[Any, ...]]:
-    """Previous probe results by relative path, or empty when absent or unreadable."""
+    """Previous probe results by relative path, or empty when absent, damaged or stale."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            cols = {k: z[k] for k in z.files}
-    except (OSError, ValueError, KeyError):
+            cols = {k: z[k] for k in ("path", *_INDEX_COLUMNS)}
+        return {rel: tuple(cols[k][i] for k in _INDEX_COLUMNS) for i, rel in enumerate(cols["path"].tolist())}
+    except Exception:  # missing, truncated, another format: the index is only a speed-up
         return {}
-    out = {}
-    for i, rel in enumerate(cols["path"].tolist()):
-        out[rel] = tuple(cols[k][i] for k in _INDEX_COLUMNS)
-    return out
 
 
 _INDEX_COLUMNS = ("file_size", "mtime_ns", "ok", "reason", "width", "height", "mode", "format", "phash", "thumb")
@@ -439,6 +436,9 @@ def _quota(counts: dict[str, int], valid_size: int, test_size: int) -> tuple[int
             f"{test_q} test images per class: using {new_valid} and {new_test} per class instead"
         )
         valid_q, test_q = new_valid, new_test
+    if min(valid_q, test_q) == 0:
+        notes.append(f"{valid_size} validation / {test_size} test images cannot be shared equally by {k} classes: "
+                     f"{valid_q} and {test_q} per class")  # fmt: skip
     return valid_q, test_q, notes
 
 
@@ -493,7 +493,10 @@ def write_split_csv(path: str | os.PathLike[str], records: Sequence[ImageRecord]
     writer.writerow(["path", "class", "split"])
     writer.writerows(rows)
     data = buf.getvalue().encode("utf-8")
-    _atomic_write_bytes(Path(path), lambda fh: fh.write(data))
+    try:
+        _atomic_write_bytes(Path(path), lambda fh: fh.write(data))
+    except OSError as err:
+        raise CXRError(f"cannot write split file {path}: {err.strerror or err}") from None
 
 
 def read_split_csv(path: str | os.PathLike[str]) -> dict[str, tuple[str, str]]:
@@ -713,7 +716,8 @@ class CXRData:
         if not result.records:
             raise CXRError(f"no readable images in {result.root}")
         if settings.per_class_limit:
-            result = result.select(fast_subset(result.records, settings.per_class_limit, settings.seed))
+            # the subset does not depend on the split seed, so a saved split stays valid
+            result = result.select(fast_subset(result.records, settings.per_class_limit))
         groups = near_duplicate_groups(result.phashes, result.thumbs)
         if split_file is not None and Path(split_file).exists():
             split = _split_from_file(result, groups, Path(split_file))

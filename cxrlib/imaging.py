@@ -74,6 +74,9 @@ def _open(path: str | os.PathLike[str]) -> Iterator[Image.Image]:
                 raise UnreadableImageError(f"cannot open image: {err}") from None
         finally:
             Image.MAX_IMAGE_PIXELS = saved
+    if image.width * image.height > MAX_PIXELS:  # Pillow itself only refuses above twice its limit
+        image.close()
+        raise UnreadableImageError(f"image larger than {MAX_PIXELS} pixels ({image.width}x{image.height})")
     try:
         yield image
     finally:

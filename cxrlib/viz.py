@@ -129,3 +129,71 @@ def _figure(ax: Any, figsize: tuple[float, float]) -> tuple[Figure, Any]:
         return ax.figure, ax
     fig, ax = plt.subplots(figsize=figsize)
     return fig, ax
+
+
+def _show_gray(ax: Any, image: Any, title: str | None = None) -> None:
+    """Draw a uint8 or 0..1 float image (tensor or array, shape (H, W) or (1, H, W))."""
+    array = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image, dtype=np.float32).squeeze()
+    vmax = 255.0 if array.max() > 1.5 else 1.0
+    ax.imshow(array, cmap="gray", vmin=0, vmax=vmax)
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def plot_augmentation_gallery(image: Any, augmentations: dict[str, Any], *, seed: int = 0) -> Figure:
+    """The original image, then the image under each named augmentation alone."""
+    import torch
+
+    names = ["original", *augmentations]
+    cols = min(5, len(names))
+    rows = int(np.ceil(len(names) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.5 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, names):
+        torch.manual_seed(seed)
+        shown = image if name == "original" else augmentations[name](image)
+        _show_gray(ax, shown, name)
+    fig.tight_layout()
+    return fig
+
+
+def plot_random_augmentations(image: Any, transform: Any, *, n: int = 10, seed: int = 0, cols: int = 5) -> Figure:
+    """``n`` random draws of a full training pipeline on one image (before normalization)."""
+    import torch
+
+    torch.manual_seed(seed)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.4 * rows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < n:
+            _show_gray(ax, transform(image), f"draw {k + 1}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history: list[dict[str, Any]], *, axes: Any = None) -> Figure:
+    """Learning curves from a run's ``history.json``: loss, and validation accuracy / AUC."""
+    epochs = [h["epoch"] + 1 for h in history]
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    else:
+        fig = axes[0].figure
+    axes[0].plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
+    axes[0].plot(epochs, [h["valid_loss"] for h in history], "s-", label="validation loss")
+    axes[0].set_xlabel("epoch")
+    axes[0].set_title("Loss")
+    axes[0].legend(frameon=False)
+    axes[1].plot(epochs, [h["valid_accuracy"] for h in history], "o-", label="validation accuracy")
+    axes[1].plot(epochs, [h["valid_macro_auc"] for h in history], "s-", label="validation macro AUC")
+    axes[1].plot(epochs, [h["train_accuracy"] for h in history], ":", color="gray", label="train accuracy")
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylim(0, 1.02)
+    axes[1].set_title("Validation metrics")
+    axes[1].legend(frameon=False, loc="lower right")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -12,9 +12,14 @@ near-duplicates of a base image.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,16 +55,19 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempP
     kagglehub_cache = tmp_path_factory.mktemp("kagglehub-cache")
     monkeypatch.setenv("CXR_CACHE_DIR", str(cache))
     monkeypatch.setenv("KAGGLEHUB_CACHE", str(kagglehub_cache))
-    for var in ("CXR_DATA_DIR", "CXR_FAST", "CXR_KAGGLE_HANDLE", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+    for var in ("CXR_DATA_DIR", "CXR_FAST", "CXR_KAGGLE_HANDLE", "CXR_RUNS_DIR",
+                "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):  # fmt: skip
         monkeypatch.delenv(var, raising=False)
 
     # Belt and braces: no test may open an internet connection (kagglehub would try one
-    # for a handle that is not in its cache).
+    # for a handle that is not in its cache). Loopback stays open for local servers.
     real_connect = socket.socket.connect
 
     def no_network(self: socket.socket, address: object) -> None:
         if self.family in (socket.AF_INET, socket.AF_INET6):
-            raise OSError("network access is disabled in the test suite")
+            host = str(address[0]) if isinstance(address, tuple) else ""  # type: ignore[index]
+            if host not in ("localhost", "127.0.0.1", "::1") and not host.startswith("127."):
+                raise OSError(f"network access is disabled in the test suite ({host})")
         return real_connect(self, address)
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
@@ -200,6 +208,17 @@ class SynthDataset:
         return rel
 
 
+@functools.lru_cache(maxsize=None)
+def _pattern_png(seed: int, size: int) -> bytes:
+    """PNG bytes of :func:`pattern` (memoized: many tests write the same images)."""
+    return png_bytes(pattern(seed, size))
+
+
+@functools.lru_cache(maxsize=None)
+def _mask_png(seed: int) -> bytes:
+    return png_bytes(mask_pattern(seed))
+
+
 def build_dataset(
     base: Path,
     counts: dict[str, int],
@@ -225,12 +244,18 @@ def build_dataset(
         image_dir.mkdir(parents=True, exist_ok=True)
         ds.dirs[label] = image_dir
         ds.files[label] = []
+        if masks:
+            assert layout == "current"
+            (class_dir / "masks").mkdir(exist_ok=True)
         for i in range(n):
             s = seed * 100_000 + CANONICAL.index(label) * 1_000 + i
-            rel = ds.add_image(label, f"{dirname}-{i + 1}.png", pattern(s, size))
+            image = image_dir / f"{dirname}-{i + 1}.png"
+            image.write_bytes(_pattern_png(s, size))
+            rel = image.relative_to(root).as_posix()
+            ds.files[label].append(rel)
             if masks:
-                assert layout == "current"
-                mask = save(class_dir / "masks" / f"{dirname}-{i + 1}.png", mask_pattern(s))
+                mask = class_dir / "masks" / image.name
+                mask.write_bytes(_mask_png(s))
                 ds.masks[rel] = mask.relative_to(root).as_posix()
         if metadata and layout == "current":
             (root / f"{dirname}.metadata.xlsx").write_bytes(b"PK\x03\x04 fake spreadsheet")
@@ -333,3 +358,123 @@ def subprocess_env() -> dict[str, str]:
     repo = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
+
+
+# --------------------------------------------------------------------------- child processes
+#
+# Two tests need a fresh Python process (a build killed by SIGKILL, and ``python -m
+# cxrlib``). Each child imports cxrlib, hence torch, which takes seconds; so the children
+# are started when the session starts, run while the suite is collected and run, and the
+# tests that read their results run last. A child whose test was not collected is killed
+# at the end of the session; a test whose child was not started early starts it itself.
+
+#: Run in a child process: scan a dataset, then build its PixelCache but die by SIGKILL
+#: (no cleanup, no ``finally``) while decoding the third image.
+KILLED_BUILD_SCRIPT = r"""
+import os, signal, sys
+import cxrlib.data as data
+
+result = data.scan(sys.argv[1], progress=False)
+calls = {"n": 0}
+original = data.PixelCache._decode
+
+def dying_decode(self, record):
+    calls["n"] += 1
+    if calls["n"] == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, record)
+
+data.PixelCache._decode = dying_decode
+data.PixelCache(result.root, result.records, int(sys.argv[2])).build(progress=False, workers=1)
+print("the build was not interrupted")
+"""
+
+KILLED_BUILD_SIZE = 24
+
+#: Test name -> (test file, the child it reads).
+CHILD_TESTS = {
+    "test_interrupted_build_is_never_taken_as_complete": ("test_data.py", "killed_build"),
+    "test_python_dash_m_missing_folder": ("test_cli_data.py", "cli_missing"),
+}
+
+
+@dataclass
+class Child:
+    """A child process and what it works on."""
+
+    proc: subprocess.Popen[str]
+    base: Path  # its private folder
+    cache: Path  # its CXR_CACHE_DIR
+    dataset: SynthDataset | None = None
+
+    def communicate(self, timeout: float = 180) -> tuple[str, str]:
+        return self.proc.communicate(timeout=timeout)
+
+
+_children: dict[str, Child] = {}
+_child_dirs: list[Path] = []
+
+
+def _child_env(base: Path) -> dict[str, str]:
+    env = subprocess_env()
+    for var in ("CXR_DATA_DIR", "CXR_FAST", "CXR_KAGGLE_HANDLE", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        env.pop(var, None)
+    env["CXR_CACHE_DIR"] = str(base / "cache")
+    env["KAGGLEHUB_CACHE"] = str(base / "kagglehub")
+    return env
+
+
+def _start_child(name: str) -> Child:
+    if name in _children:
+        return _children[name]
+    base = Path(tempfile.mkdtemp(prefix=f"cxr-test-{name}-"))
+    _child_dirs.append(base)
+    popen = {"env": _child_env(base), "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    if name == "killed_build":
+        ds = build_dataset(base / "data", dict.fromkeys(CANONICAL, 10), masks=True)
+        cmd = [sys.executable, "-c", KILLED_BUILD_SCRIPT, str(ds.path), str(KILLED_BUILD_SIZE)]
+        child = Child(subprocess.Popen(cmd, **popen), base, base / "cache", ds)  # type: ignore[call-overload]
+    elif name == "cli_missing":
+        cmd = [sys.executable, "-m", "cxrlib", "data", str(base / "missing")]
+        child = Child(subprocess.Popen(cmd, **popen), base, base / "cache")  # type: ignore[call-overload]
+    else:
+        raise KeyError(name)
+    _children[name] = child
+    return child
+
+
+def _test_name(item: pytest.Item) -> str:
+    return getattr(item, "originalname", None) or item.name
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Start the children of the test files this run names (before collection imports torch)."""
+    if getattr(session.config.option, "numprocesses", None) and not hasattr(session.config, "workerinput"):
+        return  # an xdist controller runs no tests; its workers start what they need
+    here = Path(__file__).resolve().parent
+    named = [Path(str(arg).split("::")[0]).resolve() for arg in session.config.args] or [Path.cwd()]
+    for file_name, child in CHILD_TESTS.values():
+        test_file = here / file_name
+        if any(p == test_file or p in test_file.parents for p in named):
+            _start_child(child)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the tests that read a child's results last, so the child had time to finish."""
+    items.sort(key=lambda item: _test_name(item) in CHILD_TESTS)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for child in _children.values():  # a child whose test did not run is still running
+        if child.proc.poll() is None:
+            child.proc.kill()
+        child.proc.communicate()
+    _children.clear()
+    for base in _child_dirs:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def children() -> Callable[[str], Child]:
+    """``children(name)``: the child process ``name`` (started now if it was not yet)."""
+    return _start_child

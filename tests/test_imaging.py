@@ -335,7 +335,6 @@ def test_resize_gray() -> None:
     px = pattern(13, (60, 40))
     out = resize_gray(px, 24)
     assert out.shape == (24, 24) and out.dtype == np.uint8
-    assert resize_gray(px[:24, :24], 24) is not None
     same = px[:24, :24].copy()
     assert resize_gray(same, 24) is same  # already the right size: no copy
     flat = np.full((50, 50), 99, np.uint8)

@@ -1,0 +1,109 @@
+"""ResNets for gray chest X-rays, with or without ImageNet weights.
+
+Gray input: the first convolution takes **one** channel. When ImageNet weights are used,
+its three RGB filters are summed into one gray filter, which responds to a gray image
+as the original responds to the same image copied into R, G and B (up to the per-channel
+normalization, which :mod:`cxrlib.transforms` replaces by its luma average). This keeps
+inputs 3 times smaller than repeating the gray channel.
+
+ImageNet weights come through torchvision's weights API and cache
+(``~/.cache/torch/hub/checkpoints``, or ``TORCH_HOME``). ``pretrained``:
+
+* ``"auto"``: use them when they can be had, otherwise train from scratch and say so once;
+* ``"yes"``: use them or raise :class:`PretrainedUnavailableError` saying how to get them;
+* ``"no"``: never try.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import warnings
+from typing import Literal
+
+import torch
+import torchvision
+from torch import nn
+
+from .config import CXRError
+
+ARCHITECTURES: tuple[str, ...] = ("resnet18", "resnet34", "resnet50")
+Pretrained = Literal["auto", "yes", "no"]
+
+
+class PretrainedUnavailableError(CXRError):
+    """ImageNet weights were required but could not be loaded."""
+
+
+class PretrainedUnavailableWarning(UserWarning):
+    """ImageNet weights could not be loaded; the model starts from random weights."""
+
+
+def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    # torch.hub prints "Downloading: ..." before trying; keep it, and only show it when
+    # the download does not fail (a failure is reported once, by build_model).
+    noise = io.StringIO()
+    with contextlib.redirect_stdout(noise):
+        state = weights.get_state_dict(progress=False, check_hash=True)
+    sys.stdout.write(noise.getvalue())
+    return state
+
+
+def build_model(
+    arch: str = "resnet18",
+    num_classes: int = 4,
+    pretrained: Pretrained = "auto",
+) -> tuple[nn.Module, bool]:
+    """A ResNet with a one-channel input and ``num_classes`` outputs.
+
+    Returns ``(model, used_imagenet_weights)``.
+    """
+    if arch not in ARCHITECTURES:
+        raise CXRError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
+    if pretrained not in ("auto", "yes", "no"):
+        raise CXRError(f"pretrained must be auto, yes or no, not {pretrained!r}")
+    model = torchvision.models.get_model(arch, weights=None)
+    used = False
+    if pretrained != "no":
+        try:
+            state = _imagenet_state_dict(arch)
+        except Exception as err:  # URLError offline, HTTP errors, hash mismatch, corrupt cache
+            reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+            message = (
+                f"ImageNet weights for {arch} could not be loaded ({reason}). Download them once with "
+                f"network access (they are cached under ~/.cache/torch/hub/checkpoints), or use --pretrained no"
+            )
+            if pretrained == "yes":
+                raise PretrainedUnavailableError(message) from None
+            warnings.warn(message + "; training from scratch instead.", PretrainedUnavailableWarning, stacklevel=2)
+        else:
+            model.load_state_dict(state)
+            used = True
+    first = model.conv1
+    gray = nn.Conv2d(1, first.out_channels, first.kernel_size, first.stride, first.padding, bias=False)
+    with torch.no_grad():
+        if used:
+            gray.weight.copy_(first.weight.sum(dim=1, keepdim=True))
+    model.conv1 = gray
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model, used
+
+
+def backbone_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Every parameter except the final classifier's (``fc``)."""
+    head = {id(p) for p in model.fc.parameters()}  # type: ignore[union-attr]
+    return [p for p in model.parameters() if id(p) not in head]
+
+
+def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
+    """Freeze (``False``) or unfreeze the backbone; the classifier stays trainable."""
+    for p in backbone_parameters(model):
+        p.requires_grad_(trainable)
+
+
+def cam_target_layer(model: nn.Module) -> nn.Module:
+    """The layer Grad-CAM looks at: the last block of ``layer4`` (7x7 at 224 px), the
+    deepest layer that still has a spatial map."""
+    return model.layer4[-1]  # type: ignore[index]

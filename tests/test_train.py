@@ -1,0 +1,218 @@
+"""Training engine: checkpoints, safe loading, kill-and-resume, torchrun, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cxrlib.cli import main
+from cxrlib.config import CXRError
+from cxrlib.train import TrainConfig, load_checkpoint, load_model, preset, train
+
+from conftest import CANONICAL, build_dataset
+
+# A configuration small enough for a few seconds per run on 2 cores.
+TINY = TrainConfig(preset="test", img_size=32, epochs=3, batch_size=8, lr=3e-3, valid_size=8, test_size=8,
+                   pretrained="no", seed=3)  # fmt: skip
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> Path:
+    return build_dataset(tmp_path / "data", dict.fromkeys(CANONICAL, 12), size=40).path
+
+
+def test_train_writes_run_folder(tiny_data: Path, tmp_path: Path) -> None:
+    result = train(TINY, tmp_path / "run", data_dir=tiny_data, progress=False, log=lambda m: None)
+    run = tmp_path / "run"
+    for name in ("last.pt", "best.pt", "history.json", "config.json", "split.csv"):
+        assert (run / name).is_file(), name
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+    assert {"train_loss", "valid_accuracy", "valid_macro_auc", "lr", "seconds"} <= set(history[0])
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["img_size"] == 32 and config["pretrained_used"] is False
+    assert result.best_epoch == max(range(3), key=lambda e: (history[e]["valid_macro_auc"], -e))
+    assert result.stopped == "completed"
+
+
+def test_checkpoint_alone_can_predict(tiny_data: Path, tmp_path: Path) -> None:
+    train(TINY, tmp_path / "run", data_dir=tiny_data, progress=False, log=lambda m: None)
+    loaded = load_model(tmp_path / "run")
+    assert loaded.classes == ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
+    assert loaded.preprocessing.img_size == 32
+    image = torch.zeros(1, 32, 32, dtype=torch.uint8)
+    with torch.no_grad():
+        logits = loaded.model(loaded.transform(image)[None])
+    assert logits.shape == (1, 4)
+    # plain torch.load with weights_only=True must work: no pickled code inside
+    raw = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert raw["epoch"] == 2 and "optimizer" in raw and "rng" in raw and "scheduler" in raw
+
+
+class _Payload:
+    def __reduce__(self):  # noqa: D105 - a pickle that would run code
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_pickle_payload_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "evil.pt"
+    torch.save({"format": 1, "model": _Payload()}, bad)
+    with pytest.raises(CXRError, match="refusing to load"):
+        load_checkpoint(bad)
+
+
+def test_not_a_checkpoint(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CXRError):
+        load_checkpoint(junk)
+    with pytest.raises(CXRError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(CXRError, match="not a cxrlib checkpoint"):
+        load_checkpoint(other)
+
+
+def test_existing_run_is_not_overwritten(tiny_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("keep me")
+    with pytest.raises(CXRError, match="already exists"):
+        train(TINY, run, data_dir=tiny_data, progress=False, log=lambda m: None)
+    assert (run / "notes.txt").read_text() == "keep me"
+
+
+_KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    import cxrlib.train as t
+    from cxrlib.train import TrainConfig, train
+    cfg = TrainConfig(**{cfg})
+    real_save = t._atomic_save
+    def save_then_maybe_die(obj, path):
+        real_save(obj, path)
+        if path.name == "last.pt" and obj["epoch"] == {kill_after}:
+            os.kill(os.getpid(), signal.SIGKILL)
+    t._atomic_save = save_then_maybe_die
+    train(cfg, sys.argv[1], data_dir=sys.argv[2], progress=False, log=lambda m: None)
+    """
+)
+
+
+def test_kill_and_resume_matches_uninterrupted(tiny_data: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(**{**TINY.to_dict(), "augment": TINY.augment, "epochs": 4})
+    reference = train(cfg, tmp_path / "straight", data_dir=tiny_data, progress=False, log=lambda m: None)
+
+    fields = {k: v for k, v in cfg.to_dict().items() if k != "augment"}
+    script = _KILL_SCRIPT.format(cfg=repr(fields), kill_after=1)
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "killed"), str(tiny_data)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["epoch"] == 1
+
+    resumed = train(cfg, tmp_path / "killed", resume=True, progress=False, log=lambda m: None)
+    straight = json.loads((tmp_path / "straight" / "history.json").read_text())
+    again = json.loads((tmp_path / "killed" / "history.json").read_text())
+    assert [h["epoch"] for h in again] == [0, 1, 2, 3]
+    for a, b in zip(straight, again):
+        for key in ("train_loss", "valid_loss", "valid_accuracy", "valid_macro_auc", "lr"):
+            assert a[key] == pytest.approx(b[key], abs=1e-6), (a["epoch"], key)
+    assert resumed.best_metrics == pytest.approx(reference.best_metrics)
+    w1 = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)["model"]
+    w2 = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_resume_without_run_fails_cleanly(tmp_path: Path) -> None:
+    with pytest.raises(CXRError, match="cannot resume"):
+        train(TINY, tmp_path / "nothing", resume=True, progress=False)
+
+
+def test_time_budget_stops_between_epochs(tiny_data: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(**{**TINY.to_dict(), "augment": TINY.augment, "epochs": 50, "max_minutes": 1e-4})
+    result = train(cfg, tmp_path / "run", data_dir=tiny_data, progress=False, log=lambda m: None)
+    assert result.stopped == "time-budget"
+    assert len(result.history) == 1  # the first epoch always runs, then the budget stops it
+
+
+def test_presets_and_validation() -> None:
+    assert preset("fast").fast_subset and preset("fast").img_size == 64
+    assert preset("cpu").max_minutes is not None and preset("cpu").max_minutes <= 15
+    assert preset("full").img_size == 224
+    assert preset("cpu", epochs=2).epochs == 2
+    with pytest.raises(CXRError):
+        preset("nope")
+    with pytest.raises(CXRError):
+        preset("cpu", arch="vgg16")
+    with pytest.raises(CXRError):
+        preset("cpu", img_size=8)
+
+
+def test_cli_train_errors(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    existing = tmp_path / "exists"
+    existing.mkdir()
+    (existing / "x").write_text("1")
+    assert main(["train", "--data", str(tiny_data), "--out", str(existing), "--preset", "fast"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "already exists" in err
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "r"), "--epochs", "0"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
+
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    readonly.chmod(0o500)
+    try:
+        if os.access(readonly, os.W_OK):  # running as root: permissions do not bind
+            target = Path("/proc/cxr-cannot-write-here")
+        else:
+            target = readonly / "run"
+        assert main(["train", "--data", str(tiny_data), "--out", str(target), "--preset", "fast"]) == 2
+        assert "cannot write" in capsys.readouterr().err
+    finally:
+        readonly.chmod(0o700)
+
+    assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r2")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_cli_train_fast_preset_end_to_end(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--preset", "fast",
+               "--img-size", "32", "--epochs", "1", "--pretrained", "no", "--quiet"])  # fmt: skip
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "valid macro AUC" in out
+    assert (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_torchrun_two_processes(tiny_data: Path, tmp_path: Path) -> None:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    assert torchrun.exists()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "cxrlib", "train", "--data", str(tiny_data),
+           "--out", str(tmp_path / "ddp"), "--preset", "fast", "--img-size", "32", "--epochs", "2",
+           "--pretrained", "no", "--quiet"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = json.loads((tmp_path / "ddp" / "config.json").read_text())
+    assert config["world_size"] == 2
+    history = json.loads((tmp_path / "ddp" / "history.json").read_text())
+    assert len(history) == 2
+    # each of the 2 ranks saw half of the training images per epoch
+    ckpt = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 1
+    assert np.isfinite(history[-1]["train_loss"])
