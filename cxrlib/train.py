@@ -112,7 +112,9 @@ PRESETS: dict[str, TrainConfig] = {
     "fast": TrainConfig(preset="fast", img_size=64, epochs=2, batch_size=32, lr=2e-3, fast_subset=True,
                         valid_size=40, test_size=40, warmup_fraction=0.3),  # fmt: skip
     # The laptop recipe: 2 CPU cores, at most 15 minutes, no pretrained weights needed.
-    "cpu": TrainConfig(preset="cpu", img_size=128, epochs=14, batch_size=32, lr=2e-3, max_minutes=14.0),
+    # Chosen on the sample's validation split (see the closing note of the training issue):
+    # 112 px x 12 epochs fits 2 cores in about 13 minutes; max_minutes is the safety net.
+    "cpu": TrainConfig(preset="cpu", img_size=112, epochs=12, batch_size=32, lr=2e-3, max_minutes=14.0),
     # GPU, the whole database, 224 px, ImageNet weights.
     "full": TrainConfig(preset="full", img_size=224, epochs=20, batch_size=64, lr=1e-3, pretrained="auto",
                         patience=6, workers=4),  # fmt: skip
@@ -247,9 +249,7 @@ def predict_proba(model: nn.Module, loader: DataLoader, device: torch.device, *,
     probs, labels = [], []
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
         images, target = batch[0], batch[1]
-        images = images.to(device, non_blocking=True)
-        if device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(images)
         probs.append(torch.softmax(logits.float(), dim=1).cpu())
@@ -379,9 +379,8 @@ def train(
     train_set = CXRDataset(pixels, labels, train_idx, transform=train_transform(norm, config.augment), classes=classes)
     valid_set = CXRDataset(pixels, labels, valid_idx, transform=eval_transform(norm), classes=classes)
 
-    model.to(dev)
-    if dev.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    # channels_last is faster for convolutions on CUDA and on recent CPU builds alike
+    model = model.to(dev, memory_format=torch.channels_last)
     if config.freeze_backbone:
         set_backbone_trainable(model, False)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -459,8 +458,7 @@ def train(
                                    disable=not (progress and main_process)):  # fmt: skip
             images = images.to(dev, non_blocking=True)
             target = torch.as_tensor(target).to(dev, non_blocking=True)
-            if dev.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
+            images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
                 logits = ddp_model(images)
                 loss = criterion(logits.float(), target)
