@@ -1,7 +1,9 @@
 # One command builds the book, one runs the tests. Both create .venv when it is missing.
-#   make book      build the HTML book (executes every chapter)
-#   make test      unit tests + every chapter under pytest/nbval
-#   make lab       open the chapters in JupyterLab
+#   make book          build the HTML book (executes every chapter, strict: warnings fail)
+#   make test          unit tests + every chapter under pytest/nbval
+#   make browser-test  open every built page in headless Chromium (after make book)
+#   make student       student notebooks (solutions replaced by stubs) in build/student/
+#   make lab           open the chapters in JupyterLab
 # Data: set CXR_DATA_DIR (or use kagglehub's cache); CXR_FAST=1 for the quick CI mode.
 
 SHELL := /bin/bash
@@ -10,6 +12,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 BUILD ?= _build
+# JavaScript served with the book, so pages render with no network: require.js and
+# @jupyter-widgets/html-manager (widgets), MathJax (formulas). Pinned in book/js/package*.json,
+# installed with `npm ci` at build time into build/npm, copied to build/widgets-js, which
+# Sphinx copies to _build/html/_static (html_static_path in _config.yml).
+NPM_DIR := build/npm
+WIDGETS_JS := build/widgets-js
+JS_STAMP := $(WIDGETS_JS)/.installed-stamp
+HTML_MANAGER := $(NPM_DIR)/node_modules/@jupyter-widgets/html-manager/dist
+MATHJAX := $(NPM_DIR)/node_modules/mathjax/es5
 
 # Notebooks draw figures with the inline backend: a non-interactive MPLBACKEND would hide them.
 unexport MPLBACKEND
@@ -19,7 +30,7 @@ ifdef CXR_DATA_DIR
 export CXR_DATA_DIR := $(abspath $(CXR_DATA_DIR))
 endif
 
-.PHONY: install book test unit notebooks lab nb-refs strip clean
+.PHONY: install widgets-js book browser-test student test unit notebooks lab nb-refs strip clean
 
 install: $(STAMP)
 
@@ -29,13 +40,34 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
 	@touch $(STAMP)
 
-book: $(STAMP)
-	@start=$$(date +%s); \
-	$(VENV)/bin/jupyter-book build . --toc book/_toc.yml --config _config.yml -W --keep-going \
-	  || { echo "make book: the build FAILED (see the warnings above)"; exit 1; }; \
-	echo "make book: built in $$(( $$(date +%s) - start )) s; open $(abspath $(BUILD))/html/index.html"
+widgets-js: $(JS_STAMP)
 
-test: $(STAMP)
+$(JS_STAMP): book/js/package.json book/js/package-lock.json
+	@command -v npm >/dev/null || { echo "make: npm (Node.js) is needed to fetch the book's JavaScript"; exit 1; }
+	rm -rf $(NPM_DIR) $(WIDGETS_JS)
+	mkdir -p $(NPM_DIR) $(WIDGETS_JS)/jupyter-widgets $(WIDGETS_JS)/mathjax
+	cp book/js/package.json book/js/package-lock.json $(NPM_DIR)/
+	cd $(NPM_DIR) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	cp $(NPM_DIR)/node_modules/requirejs/require.js $(WIDGETS_JS)/jupyter-widgets/
+	cp $(HTML_MANAGER)/embed-amd.js $(HTML_MANAGER)/*.woff $(HTML_MANAGER)/*.woff2 $(HTML_MANAGER)/*.ttf \
+	   $(HTML_MANAGER)/*.eot $(HTML_MANAGER)/*.svg $(WIDGETS_JS)/jupyter-widgets/
+	cp -r $(MATHJAX)/tex-mml-chtml.js $(MATHJAX)/input $(MATHJAX)/output $(MATHJAX)/ui $(MATHJAX)/a11y \
+	   $(MATHJAX)/sre $(WIDGETS_JS)/mathjax/
+	@touch $@
+
+# --all: a fresh Sphinx environment, so every chapter is executed on every build.
+book: $(STAMP) $(JS_STAMP)
+	@start=$$(date +%s); rm -f $(BUILD)/execution-times.json; status=0; \
+	$(VENV)/bin/jupyter-book build . --all --toc book/_toc.yml --config _config.yml -W --keep-going || status=1; \
+	$(PY) tools/book_report.py $(BUILD) --seconds $$(( $$(date +%s) - start )) --status $$status
+
+browser-test: $(STAMP)
+	$(PY) tests/browser_check.py $(BUILD)
+
+student: $(STAMP)
+	$(PY) tools/student.py build/student
+
+test: $(STAMP) $(JS_STAMP)
 	$(PY) tools/nbrefs.py prepare build/nbtest
 	$(PY) -m pytest tests build/nbtest --nbval-lax --nbval-current-env --nbval-cell-timeout=1200 -p no:cacheprovider
 

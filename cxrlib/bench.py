@@ -5,6 +5,11 @@ memory. ``train_images_per_s_loader``: the same steps fed by the real loader (ca
 pixels, augmentation, collation). ``loader_ratio`` is the second over the first: 1.0
 means the input pipeline costs nothing. Both are measured in the same run, alternating,
 and the median of the rounds is reported, because a shared CPU is noisy.
+
+``explorer_ms_p50`` / ``explorer_ms_p95``: one step of the prediction explorer
+(:meth:`cxrlib.widgets.Explorer.step`: prediction lookup, a Grad-CAM never computed
+before, drawing into the reused figure and PNG encoding), for an untrained ResNet-18 on
+the data's test images at 224 px, on the CPU, after a few warm-up steps.
 """
 
 from __future__ import annotations
@@ -70,4 +75,48 @@ def bench_training(data: Any, *, img_size: int = 128, batch_size: int = 32, step
         "loader_ratio": round(loader_rate / model_rate, 3),
         "img_size": img_size, "batch_size": batch_size, "steps": steps, "rounds": rounds, "workers": workers,
         "arch": arch, "threads": torch.get_num_threads(),
+    }  # fmt: skip
+
+
+def bench_explorer(data: Any, *, img_size: int = 224, steps: int = 30, warmup: int = 3, arch: str = "resnet18",
+                   method: str = "gradcam") -> dict[str, Any]:  # fmt: skip
+    """Milliseconds per explorer step (median and 95th percentile over ``steps``)."""
+    import numpy as np
+
+    from .evaluate import Predictions, predict_images
+    from .train import LoadedModel, TrainConfig
+    from .transforms import Preprocessing
+    from .widgets import Explorer
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, _ = build_model(arch, len(data.classes), pretrained="no")
+    from .data import PixelCache
+
+    chosen = data.indices("test")
+    if len(chosen) == 0:
+        chosen = data.indices("all")
+    chosen = np.sort(chosen[: warmup + steps])
+    # decode only these images (not the whole database) at the explorer's size
+    images = np.asarray(PixelCache(data.root, [data.records[i] for i in chosen], img_size).load(progress=False))
+    loaded = LoadedModel(model.eval(), list(data.classes), Preprocessing(img_size, data_normalization(images)),
+                         TrainConfig(arch=arch, img_size=img_size, pretrained="no"), 0, {})  # fmt: skip
+    probs = predict_images(loaded, images, device="cpu")
+    labels = data.labels()[chosen]
+    paths = [data.records[i].path for i in chosen]
+    explorer = Explorer(loaded, Predictions(probs, labels, list(data.classes), paths, str(data.root), images),
+                        method=method)  # fmt: skip
+    times = []
+    for k in range(warmup + steps):
+        explorer.clear_cache()  # every step computes its CAM, even when there are few images
+        t0 = time.perf_counter()
+        explorer.step(k % len(images))
+        if k >= warmup:
+            times.append((time.perf_counter() - t0) * 1000)
+    explorer.close()
+    return {
+        "explorer_ms_p50": round(float(np.percentile(times, 50)), 1),
+        "explorer_ms_p95": round(float(np.percentile(times, 95)), 1),
+        "explorer_img_size": img_size, "explorer_steps": steps, "explorer_method": method,
     }  # fmt: skip

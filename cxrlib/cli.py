@@ -1,7 +1,8 @@
 """The ``cxr`` command line (also ``python -m cxrlib``).
 
 Errors that a user can fix (a missing folder, a bad argument) print one line on stderr
-and exit with code 2; nothing prints a traceback at a user.
+and exit with code 2; nothing prints a traceback at a user. ``cxr predict`` reports each
+image it cannot read on its own line, predicts the others and exits with code 1.
 """
 
 from __future__ import annotations
@@ -76,19 +77,77 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import bench_training
+    from .bench import bench_explorer, bench_training
     from .data import CXRData
 
     data = CXRData.load(args.data, fast=args.fast or None, progress=False)
-    result = {"training": bench_training(data, img_size=args.img_size, batch_size=args.batch_size,
-                                         steps=args.steps, rounds=args.rounds, workers=args.workers)}  # fmt: skip
-    flat = {**result["training"]}
+    flat = bench_training(data, img_size=args.img_size, batch_size=args.batch_size, steps=args.steps,
+                          rounds=args.rounds, workers=args.workers)  # fmt: skip
+    if args.explorer_steps:
+        flat.update(bench_explorer(data, img_size=args.explorer_size, steps=args.explorer_steps))
     if args.json:
         print(json.dumps(flat, indent=2))
     else:
         for key, value in flat.items():
             print(f"{key:>28}: {value}")
     return 0
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import compute_metrics, json_ready, predict_split
+
+    pred = predict_split(args.run, args.data, split=args.split, progress=not args.json and sys.stderr.isatty())
+    for note in pred.notes:
+        print(f"note: {note}", file=sys.stderr)
+    metrics = compute_metrics(pred, n_resamples=args.resamples, seed=args.seed)
+    if args.json:
+        print(json.dumps(json_ready(metrics), indent=2))
+        return 0
+    ci = metrics["ci95"]
+
+    def with_ci(name: str, value: float) -> str:
+        lo, hi = ci[name]
+        return f"{_fmt(value)}  95% CI [{_fmt(lo)}, {_fmt(hi)}]"
+
+    print(f"{args.split}: {metrics['n']} images of {pred.root}, classes {', '.join(metrics['classes'])}")
+    print(f"accuracy          {with_ci('accuracy', metrics['accuracy'])}")
+    print(f"balanced accuracy {_fmt(metrics['balanced_accuracy'])}")
+    print(f"macro AUC         {with_ci('macro_auc', metrics['macro_auc'])}")
+    if "COVID" in metrics["per_class"]:
+        print(f"COVID sensitivity {with_ci('covid_sensitivity', metrics['per_class']['COVID']['sensitivity'])}")
+    print(f"ECE               {_fmt(metrics['ece'])}")
+    width = max(len(c) for c in metrics["classes"])
+    print(f"  {'class':<{width}}  sens   spec   prec   F1     AUC    n")
+    for name, m in metrics["per_class"].items():
+        cells = "  ".join(_fmt(m[k], 3).ljust(5) for k in ("sensitivity", "specificity", "precision", "f1", "auc"))
+        print(f"  {name:<{width}}  {cells}  {m['support']}")
+    cm = metrics["confusion_matrix"]
+    print("confusion matrix (rows: true, columns: predicted):")
+    width = max(len(c) for c in cm["labels"])
+    print(f"  {'':<{width}}  " + " ".join(f"{c[:8]:>8}" for c in cm["labels"]))
+    for name, row in zip(cm["labels"], cm["matrix"]):
+        print(f"  {name:<{width}}  " + " ".join(f"{v:>8}" for v in row))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .evaluate import json_ready, predict_files
+
+    results, errors = predict_files(args.run, args.images, cam_dir=args.cam, cam_method=args.cam_method)
+    for path, reason in errors:
+        print(f"cxr: {path}: {reason}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(json_ready([r.to_dict() for r in results]), indent=2))
+    else:
+        for r in results:
+            probs = "  ".join(f"{c} {p:.3f}" for c, p in r.probabilities.items())
+            cam = f"  [{args.cam_method}: {r.cam}]" if r.cam else ""
+            print(f"{r.path}: {r.predicted} ({r.probabilities[r.predicted]:.1%})  |  {probs}{cam}")
+    return 1 if errors else 0
 
 
 def _positive_int(text: str) -> int:
@@ -139,7 +198,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("bench", help="print speed numbers (training throughput, loader overhead)")
+    p = sub.add_parser("evaluate", help="metrics with 95% intervals for a trained run")
+    p.add_argument("run", help="run folder (uses its best.pt) or a checkpoint file")
+    p.add_argument("--data", metavar="DIR", help="dataset folder (default: CXR_DATA_DIR, then kagglehub)")
+    p.add_argument("--split", choices=["test", "valid", "all"], default="test",
+                   help="a split of the run's data, or every image of DIR (all)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--resamples", type=_positive_int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict image files (PNG or JPEG, any size), optionally with Grad-CAM overlays")
+    p.add_argument("run", help="run folder (uses its best.pt) or a checkpoint file")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--cam", metavar="OUT_DIR", help="write a CAM overlay PNG per image into OUT_DIR")
+    p.add_argument("--cam-method", choices=["gradcam", "gradcam++", "hirescam", "eigencam"], default="gradcam",
+                   help="CAM method for --cam (default gradcam)")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per image predicted")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("bench", help="print speed numbers (training throughput, loader overhead, explorer step)")
     p.add_argument("--data", metavar="DIR", help="dataset folder (default: CXR_DATA_DIR, then kagglehub)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--img-size", type=_positive_int, default=128)
@@ -148,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=_positive_int, default=3)
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--fast", action="store_true", help="use the fast-mode subset")
+    p.add_argument("--explorer-size", type=_positive_int, default=224, help="image size of the explorer bench")
+    p.add_argument("--explorer-steps", type=int, default=30, help="timed explorer steps (0: skip that bench)")
     p.set_defaults(func=_cmd_bench)
     return parser
 

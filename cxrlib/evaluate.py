@@ -1,64 +1,168 @@
 """Evaluation: predictions, metrics with bootstrap intervals, calibration, thresholds.
 
 scikit-learn does the arithmetic; this module decides what is reported and how classes
-are matched. Classes are matched **by name** between the model and the data, so a folder
-holding only some of the model's classes works: metrics are computed over the classes
-present in the data (probabilities still come from all of the model's outputs).
+are matched.
+
+Classes are matched **by name** between the model and the data, so a folder holding only
+some of the model's classes works: metrics are computed over the classes present in the
+data (probabilities still come from all of the model's outputs, and a prediction of a
+class absent from the data is still an error).
+
+Where the images come from (:func:`predict_split`):
+
+* ``valid`` / ``test``: the run's own ``split.csv`` when the data folder is the one the
+  model was trained on, so test images are never training images; for another folder, a
+  fresh split with the run's seed and sizes;
+* ``all``: every readable image of the folder, no split at all (any number of images per
+  class, any subset of the classes).
+
+Numbers that are undefined (the AUC of a class when no other class is present, the
+specificity when every image is of one class, the precision of a class never predicted)
+are ``nan`` here and ``null`` in JSON (:func:`json_ready`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import (
-    accuracy_score,
-    balanced_accuracy_score,
-    confusion_matrix,
-    precision_recall_fscore_support,
-    roc_auc_score,
-    roc_curve,
-)
+from sklearn.metrics import roc_auc_score, roc_curve
 from torch.utils.data import DataLoader
 
-from .config import CXRError
+from .config import CXRError, DataNotFoundError, cache_dir, resolve_data_dir
 from .train import LoadedModel, load_model, pick_device, predict_proba
 
 COVID = "COVID"
 
+#: Bins of the reliability diagram and of the expected calibration error (equal width).
+N_BINS = 10
+
+#: Format of the prediction cache (:func:`cached_predictions`); bump when it changes.
+PREDICTIONS_CACHE_VERSION = 1
+
 
 @dataclass
 class Predictions:
-    """Probabilities over the model's classes for a set of images."""
+    """Probabilities over the model's classes for a set of images.
+
+    ``labels`` index the model's ``classes``; ``images`` (optional) are the ``uint8``
+    pixels the model saw, ``(n, size, size)``; ``notes`` say anything worth knowing
+    (files skipped, a fresh split made).
+    """
 
     probs: np.ndarray  # (n, n_model_classes)
     labels: np.ndarray  # (n,) index into ``classes`` (the model's classes)
     classes: list[str]  # the model's classes
-    paths: list[str]
+    paths: list[str]  # relative to ``root``
+    root: str = ""
+    images: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
 
     @property
     def predicted(self) -> np.ndarray:
         return self.probs.argmax(axis=1)
 
     @property
+    def confidence(self) -> np.ndarray:
+        """The probability of the predicted class."""
+        return self.probs.max(axis=1)
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.predicted == self.labels
+
+    @property
     def present(self) -> list[int]:
         """Indices (into ``classes``) of the classes that occur in ``labels``."""
         return sorted(int(c) for c in np.unique(self.labels))
 
+    def with_probs(self, probs: np.ndarray) -> Predictions:
+        """The same images with other probabilities (e.g. after temperature scaling)."""
+        return Predictions(probs, self.labels, self.classes, self.paths, self.root, self.images, list(self.notes))
+
     def to_frame(self) -> Any:
+        """A pandas DataFrame: path, true, predicted, confidence, correct, one ``p_<class>`` per class."""
         import pandas as pd
 
         frame = pd.DataFrame({"path": self.paths, "true": [self.classes[i] for i in self.labels],
                               "predicted": [self.classes[i] for i in self.predicted],
-                              "confidence": self.probs.max(axis=1)})  # fmt: skip
+                              "confidence": self.confidence})  # fmt: skip
         for i, c in enumerate(self.classes):
             frame[f"p_{c}"] = self.probs[:, i]
         frame["correct"] = frame["true"] == frame["predicted"]
         return frame
+
+
+# --------------------------------------------------------------------------- predicting
+
+
+def _as_loaded(model: LoadedModel | str | os.PathLike[str]) -> tuple[LoadedModel, Path | None]:
+    """``(loaded model, run folder or None)`` for a LoadedModel, a run folder or a checkpoint."""
+    if isinstance(model, LoadedModel):
+        return model, None
+    path = Path(model).expanduser()
+    return load_model(path), (path if path.is_dir() else path.parent)
+
+
+def _run_data_dir(run_dir: Path | None) -> str | None:
+    if run_dir is None:
+        return None
+    try:
+        return json.loads((run_dir / "config.json").read_text()).get("data_dir")
+    except (OSError, ValueError):
+        return None
+
+
+def _data_root(run_dir: Path | None, data_dir: str | os.PathLike[str] | None) -> Path:
+    """The data folder: ``data_dir``, else ``CXR_DATA_DIR``, else the folder the run was
+    trained on (when it still exists), else kagglehub."""
+    try:
+        return resolve_data_dir(data_dir, use_kagglehub=False)
+    except DataNotFoundError:
+        if data_dir is not None or os.environ.get("CXR_DATA_DIR"):
+            raise
+    saved = _run_data_dir(run_dir)
+    if saved and Path(saved).is_dir():
+        return Path(saved).resolve()
+    return resolve_data_dir(None)
+
+
+def _model_labels(record_labels: list[str], loaded: LoadedModel) -> np.ndarray:
+    unknown = sorted(set(record_labels) - set(loaded.classes))
+    if unknown:
+        raise CXRError(f"the data has classes the model does not know: {', '.join(unknown)} "
+                       f"(the model knows {', '.join(loaded.classes)})")  # fmt: skip
+    lookup = {c: i for i, c in enumerate(loaded.classes)}
+    return np.array([lookup[c] for c in record_labels], dtype=np.int64)
+
+
+def predict_images(loaded: LoadedModel, images: np.ndarray, *, device: str | None = None,
+                   batch_size: int = 64, progress: bool = False) -> np.ndarray:  # fmt: skip
+    """Softmax probabilities for ``uint8`` images ``(n, size, size)`` at the model's size,
+    through the checkpoint's eval transform (the code path of validation in training)."""
+    from .data import CXRDataset
+
+    if len(images) == 0:
+        return np.zeros((0, len(loaded.classes)), np.float32)
+    size = loaded.preprocessing.img_size
+    if tuple(images.shape[1:]) != (size, size):
+        raise CXRError(f"images are {images.shape[1]}x{images.shape[2]} px, the model expects {size}x{size}")
+    dataset = CXRDataset(images, np.zeros(len(images), np.int64), transform=loaded.transform, classes=loaded.classes)
+    dev = pick_device(device)
+    loaded.model.to(dev)
+    probs, _ = predict_proba(loaded.model, DataLoader(dataset, batch_size=batch_size, shuffle=False), dev,
+                             progress=progress)  # fmt: skip
+    return probs
 
 
 def predict_split(
@@ -68,81 +172,257 @@ def predict_split(
     split: str = "test",
     device: str | None = None,
     batch_size: int = 64,
+    keep_images: bool = False,
     progress: bool = False,
 ) -> Predictions:
-    """Predict one split of a dataset (``all``: every image of the folder).
+    """Predict one split (``valid``, ``test``) of a dataset, or every image of it (``all``).
 
-    For ``valid`` and ``test`` the run's own ``split.csv`` is used when the data folder is
-    the one the model was trained on, so test images are never training images.
+    ``model`` is a run folder (its ``best.pt``), a checkpoint file or a loaded model. The
+    data folder is ``data_dir``, else ``CXR_DATA_DIR``, else the one the run was trained on.
+    See the module docstring for where the split comes from.
     """
-    from .data import CXRData, CXRDataset
+    from .data import CXRData, PixelCache, scan
 
-    if isinstance(model, LoadedModel):
-        loaded, run_dir = model, None
-    else:
-        path = Path(model)
-        loaded, run_dir = load_model(path), (path if path.is_dir() else path.parent)
-    split_file = run_dir / "split.csv" if run_dir is not None and (run_dir / "split.csv").is_file() else None
-    cfg = loaded.config
+    if split not in ("valid", "test", "all"):
+        raise CXRError(f"unknown split {split!r}; choose from valid, test, all")
+    loaded, run_dir = _as_loaded(model)
+    root = _data_root(run_dir, data_dir)
+    notes: list[str] = []
     if split == "all":
-        data = CXRData.load(data_dir, fast=False, progress=progress)
+        found = scan(root, progress=progress)
+        records, chosen = found.records, np.arange(len(found.records))
+        root = found.root
+        notes += [f"skipped unreadable file {s.path}: {s.reason}" for s in found.skipped]
     else:
-        same_data = split_file is not None and _same_root(run_dir, data_dir)  # type: ignore[arg-type]
-        data = CXRData.load(data_dir, fast=cfg.fast_subset, seed=cfg.seed, valid_size=cfg.valid_size,
-                            test_size=cfg.test_size, split_file=split_file if same_data else None,
+        cfg = loaded.config
+        split_file = run_dir / "split.csv" if run_dir is not None else None
+        saved_root = _run_data_dir(run_dir)
+        from .data import find_dataset_root
+
+        same = (split_file is not None and split_file.is_file() and saved_root is not None
+                and Path(saved_root).resolve() == find_dataset_root(root)[0])  # fmt: skip
+        if split_file is not None and not same:
+            notes.append("this is not the data folder the model was trained on: a fresh split was made")
+        data = CXRData.load(root, fast=cfg.fast_subset, seed=cfg.seed, valid_size=cfg.valid_size,
+                            test_size=cfg.test_size, split_file=split_file if same else None,
                             progress=progress)  # fmt: skip
-    unknown = [c for c in data.classes if c not in loaded.classes]
-    if unknown:
-        raise CXRError(f"the data has classes the model does not know: {', '.join(unknown)}")
-    to_model = np.array([loaded.classes.index(c) for c in data.classes])
-    labels = to_model[data.labels()]
-    indices = data.indices(split)
-    if len(indices) == 0:
-        raise CXRError(f"the {split} split is empty")
-    dataset = CXRDataset(data.pixels(loaded.preprocessing.img_size, progress=progress), labels, indices,
-                         transform=loaded.transform)  # fmt: skip
-    dev = pick_device(device)
-    loaded.model.to(dev)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    probs, y = predict_proba(loaded.model, loader, dev, progress=progress)
-    return Predictions(probs, y.astype(np.int64), list(loaded.classes), [data.records[i].path for i in indices])
+        records, chosen, root = data.records, data.indices(split), data.root
+    if len(chosen) == 0:
+        raise CXRError(f"no images to evaluate ({split} split of {root})")
+    labels = _model_labels([records[i].label for i in chosen], loaded)
+    size = loaded.preprocessing.img_size
+    full = PixelCache(root, records, size)
+    if full.is_complete() or len(chosen) == len(records):  # e.g. built by training
+        pixels = full.load(progress=progress)
+        images = pixels if len(chosen) == len(records) else pixels[chosen]
+    else:  # cache only the images needed, not the whole database
+        images = PixelCache(root, [records[i] for i in chosen], size).load(progress=progress)
+    probs = predict_images(loaded, images, device=device, batch_size=batch_size, progress=progress)
+    return Predictions(probs, labels, list(loaded.classes), [records[i].path for i in chosen], str(root),
+                       np.array(images) if keep_images else None, notes)  # fmt: skip
 
 
-def _same_root(run_dir: Path, data_dir: str | os.PathLike[str] | None) -> bool:
-    import json
+def cached_predictions(
+    run: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    split: str = "test",
+    device: str | None = None,
+    progress: bool = False,
+) -> Predictions:
+    """:func:`predict_split` with ``keep_images=True``, computed once and cached.
 
-    from .config import resolve_data_dir
+    The cache is ``predictions-<split>.npz`` in the run folder (or under the cache folder
+    when the run folder is read-only), keyed by the checkpoint's path, size and
+    modification time, the split, the data folder and the image size: retraining the run
+    or pointing at other data recomputes it.
+    """
+    run = Path(run).expanduser()
+    ckpt = run / "best.pt" if run.is_dir() else run
+    run_dir = run if run.is_dir() else run.parent
+    if not ckpt.is_file():
+        raise CXRError(f"checkpoint not found: {ckpt}")
+    st = ckpt.stat()
+    root = _data_root(run_dir, data_dir)
+    key = json.dumps([PREDICTIONS_CACHE_VERSION, str(ckpt.resolve()), st.st_size, st.st_mtime_ns, split, str(root)])
+    candidates = [run_dir / f"predictions-{split}.npz",
+                  cache_dir() / "predictions" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"]  # fmt: skip
+    for path in candidates:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if str(z["key"]) == key:
+                    return Predictions(z["probs"], z["labels"], z["classes"].tolist(), z["paths"].tolist(),
+                                       str(z["root"]), z["images"], z["notes"].tolist())  # fmt: skip
+        except (OSError, KeyError, ValueError):
+            continue
+    pred = predict_split(run, root, split=split, device=device, keep_images=True, progress=progress)
+    arrays = {"key": np.array(key), "probs": pred.probs, "labels": pred.labels, "classes": np.array(pred.classes),
+              "paths": np.array(pred.paths), "root": np.array(pred.root), "images": pred.images,
+              "notes": np.array(pred.notes, dtype=str)}  # fmt: skip
+    from .data import _atomic_write_bytes
+
+    for path in candidates:
+        try:
+            _atomic_write_bytes(path, lambda fh: np.savez(fh, **arrays))
+            break
+        except OSError:
+            continue
+    return pred
+
+
+# --------------------------------------------------------------------------- single files
+
+
+@dataclass
+class FilePrediction:
+    """The prediction for one image file."""
+
+    path: str
+    predicted: str
+    probabilities: dict[str, float]
+    cam: str | None = None  # the overlay written with ``cam_dir``
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": self.path, "predicted": self.predicted, "probabilities": self.probabilities}
+        if self.cam is not None:
+            out["cam"] = self.cam
+        return out
+
+
+def predict_files(
+    model: LoadedModel | str | os.PathLike[str],
+    paths: list[str | os.PathLike[str]],
+    *,
+    cam_dir: str | os.PathLike[str] | None = None,
+    cam_method: str = "gradcam",
+    device: str | None = None,
+    batch_size: int = 32,
+) -> tuple[list[FilePrediction], list[tuple[str, str]]]:
+    """Predict image files one by one; bad inputs do not stop the others.
+
+    Returns ``(predictions, errors)``; ``errors`` holds ``(path, reason)`` for a missing
+    path, a folder, or a file that cannot be decoded. With ``cam_dir``, a Grad-CAM overlay
+    of the predicted class is written per image (``<name>.<method>.png``).
+    """
+    from .imaging import UnreadableImageError, read_gray, resize_gray
+
+    loaded, _ = _as_loaded(model)
+    size = loaded.preprocessing.img_size
+    good: list[str] = []
+    originals: list[np.ndarray] = []
+    resized: list[np.ndarray] = []
+    errors: list[tuple[str, str]] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            errors.append((str(p), "is a folder, not an image file"))
+            continue
+        if not path.exists():
+            errors.append((str(p), "no such file"))
+            continue
+        try:
+            gray = read_gray(path)
+        except (UnreadableImageError, OSError) as err:
+            errors.append((str(p), str(err) or type(err).__name__))
+            continue
+        good.append(str(p))
+        originals.append(gray)  # kept for the overlays
+        resized.append(resize_gray(gray, size))
+        if cam_dir is None:
+            originals[-1] = resized[-1]  # no need to keep the full-size image
+    if not good:
+        return [], errors
+    images = np.stack(resized)
+    probs = predict_images(loaded, images, device=device, batch_size=batch_size)
+    out = [FilePrediction(p, loaded.classes[int(row.argmax())], {c: float(v) for c, v in zip(loaded.classes, row)})
+           for p, row in zip(good, probs)]  # fmt: skip
+    if cam_dir is not None:
+        _write_cams(loaded, images, probs.argmax(axis=1), originals, out, Path(cam_dir), cam_method, batch_size)
+    return out, errors
+
+
+def _write_cams(loaded: LoadedModel, images: np.ndarray, targets: np.ndarray, originals: list[np.ndarray],
+                out: list[FilePrediction], cam_dir: Path, method: str, batch_size: int) -> None:  # fmt: skip
+    from PIL import Image
+
+    from .explain import compute_cams, overlay
 
     try:
-        saved = json.loads((run_dir / "config.json").read_text()).get("data_dir")
-        return saved is not None and Path(saved).resolve() == resolve_data_dir(data_dir)
-    except (OSError, ValueError, CXRError):
-        return False
+        cam_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CXRError(f"cannot create {cam_dir}: {err.strerror or err}") from None
+    cams = compute_cams(loaded.model.cpu(), model_input(loaded, images), targets.tolist(), method, batch_size)
+    used: set[str] = set()
+    for pred, original, cam in zip(out, originals, cams):
+        # overlay at the file's own aspect ratio, at most 768 px on the long side
+        h, w = original.shape
+        scale = min(1.0, 768 / max(h, w))
+        shape = (max(1, round(w * scale)), max(1, round(h * scale)))
+        gray = np.asarray(Image.fromarray(original).resize(shape, Image.BILINEAR))
+        big = np.asarray(Image.fromarray(cam).resize(shape, Image.BILINEAR))
+        stem = Path(pred.path).stem or "image"
+        name, k = f"{stem}.{method}.png", 1
+        while name in used:
+            k += 1
+            name = f"{stem}-{k}.{method}.png"
+        used.add(name)
+        target = cam_dir / name
+        rgb = (overlay(gray, big) * 255).round().astype(np.uint8)
+        try:
+            Image.fromarray(rgb).save(target)
+        except OSError as err:
+            raise CXRError(f"cannot write {target}: {err.strerror or err}") from None
+        pred.cam = str(target)
+
+
+def model_input(loaded: LoadedModel, images: np.ndarray) -> torch.Tensor:
+    """``uint8`` images ``(n, size, size)`` as the normalized float tensor ``(n, 1, size, size)``."""
+    batch = torch.from_numpy(np.array(images, dtype=np.uint8))[:, None]  # a copy: the cache is read-only
+    return loaded.transform(batch).as_subclass(torch.Tensor).float()
 
 
 # --------------------------------------------------------------------------- metrics
 
 
-def _per_class(probs: np.ndarray, labels: np.ndarray, classes: list[str], present: list[int]) -> dict[str, dict[str, Any]]:
-    predicted = probs.argmax(axis=1)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predicted, labels=present, zero_division=0
-    )
-    out = {}
-    for k, c in enumerate(present):
-        negatives = labels != c
-        specificity = float(((predicted != c) & negatives).sum() / negatives.sum()) if negatives.any() else float("nan")
-        auc = float(roc_auc_score(labels == c, probs[:, c])) if 0 < (labels == c).sum() < len(labels) else float("nan")
-        out[classes[c]] = {"sensitivity": float(recall[k]), "specificity": specificity, "precision": float(precision[k]),
-                           "f1": float(f1[k]), "auc": auc, "support": int(support[k])}  # fmt: skip
-    return out
+def _binary_auc(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """One-vs-rest AUC per row of ``scores`` ``(r, n)`` with the same ``positive`` mask
+    ``(n,)``: the Mann-Whitney statistic from average ranks (ties count one half)."""
+    from scipy.stats import rankdata
+
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    ranks = rankdata(scores, axis=-1)
+    return (ranks[..., positive].sum(axis=-1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
 def macro_auc(probs: np.ndarray, labels: np.ndarray, present: list[int] | None = None) -> float:
-    """Mean one-vs-rest AUC over the classes present (each needs positives and negatives)."""
-    present = present if present is not None else sorted(np.unique(labels).tolist())
-    aucs = [roc_auc_score(labels == c, probs[:, c]) for c in present if 0 < (labels == c).sum() < len(labels)]
-    return float(np.mean(aucs)) if aucs else float("nan")
+    """Mean one-vs-rest AUC over the classes present (``nan`` with fewer than two)."""
+    present = present if present is not None else sorted(int(c) for c in np.unique(labels))
+    if len(present) < 2:
+        return float("nan")
+    return float(np.mean([roc_auc_score(labels == c, probs[:, c]) for c in present]))
+
+
+def class_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, dict[str, Any]]:
+    """Sensitivity, specificity, precision, F1, one-vs-rest AUC and support of each class
+    present in ``labels`` (``nan`` where undefined)."""
+    predicted = probs.argmax(axis=1)
+    out = {}
+    for c in sorted(int(k) for k in np.unique(labels)):
+        positive, flagged = labels == c, predicted == c
+        tp = int((positive & flagged).sum())
+        fn = int((positive & ~flagged).sum())
+        fp = int((~positive & flagged).sum())
+        tn = int((~positive & ~flagged).sum())
+        out[classes[c]] = {
+            "sensitivity": tp / (tp + fn),
+            "specificity": tn / (tn + fp) if tn + fp else float("nan"),
+            "precision": tp / (tp + fp) if tp + fp else float("nan"),
+            "f1": 2 * tp / (2 * tp + fp + fn),
+            "auc": float(roc_auc_score(positive, probs[:, c])) if tn + fp else float("nan"),
+            "support": tp + fn,
+        }
+    return out
 
 
 def bootstrap_ci(
@@ -153,131 +433,237 @@ def bootstrap_ci(
     n_resamples: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    estimates: dict[str, float] | None = None,
 ) -> dict[str, list[float]]:
-    """Stratified percentile-bootstrap intervals for accuracy, macro AUC, COVID sensitivity.
+    """Stratified percentile-bootstrap ``1 - alpha`` intervals for accuracy, macro AUC and
+    COVID sensitivity.
 
     Each resample draws, *within each true class*, as many images as that class has, with
     replacement: class sizes stay fixed, as in a test set built with 100 per class.
+
+    A percentile interval need not contain the point estimate when the bootstrap
+    distribution is lopsided or collapsed (e.g. a sensitivity of 10/10, or a statistic
+    that takes a handful of values); the interval is then widened to the estimate
+    (``estimates``, default: the statistic on the original sample), so that it always
+    brackets the reported number. Undefined statistics give ``[nan, nan]``.
     """
+    if n_resamples < 1:
+        raise CXRError("n_resamples must be at least 1")
     rng = np.random.default_rng(seed)
     present = sorted(int(c) for c in np.unique(labels))
-    by_class = [np.flatnonzero(labels == c) for c in present]
-    covid = classes.index(COVID) if COVID in classes and classes.index(COVID) in present else None
+    strata = [np.flatnonzero(labels == c) for c in present]
+    y = np.concatenate([labels[s] for s in strata])  # the same for every resample
     predicted = probs.argmax(axis=1)
-    stats: dict[str, list[float]] = {"accuracy": [], "macro_auc": [], "covid_sensitivity": []}
-    for _ in range(n_resamples):
-        idx = np.concatenate([rng.choice(members, size=len(members), replace=True) for members in by_class])
-        y, p = labels[idx], probs[idx]
-        stats["accuracy"].append(float((predicted[idx] == y).mean()))
-        stats["macro_auc"].append(macro_auc(p, y, present) if len(present) > 1 else float("nan"))
+    covid = classes.index(COVID) if COVID in classes and classes.index(COVID) in present else None
+
+    def stats(idx: np.ndarray) -> dict[str, np.ndarray]:  # idx: (r, n) resampled image indices
+        pred = predicted[idx]
+        out = {"accuracy": (pred == y).mean(axis=1)}
+        if len(present) > 1:
+            out["macro_auc"] = np.mean([_binary_auc(probs[idx, c], y == c) for c in present], axis=0)
         if covid is not None:
-            stats["covid_sensitivity"].append(float((predicted[idx][y == covid] == covid).mean()))
+            out["covid_sensitivity"] = (pred[:, y == covid] == covid).mean(axis=1)
+        return out
+
+    collected: dict[str, list[np.ndarray]] = {}
+    chunk = max(1, 2_000_000 // max(1, len(y)))  # bound memory on large folders
+    for start in range(0, n_resamples, chunk):
+        r = min(chunk, n_resamples - start)
+        idx = np.concatenate([s[rng.integers(0, len(s), size=(r, len(s)))] for s in strata], axis=1)
+        for name, values in stats(idx).items():
+            collected.setdefault(name, []).append(values)
+    point = {k: float(v[0]) for k, v in stats(np.concatenate(strata)[None]).items()}
+    point.update(estimates or {})
     out = {}
-    for name, values in stats.items():
-        arr = np.array(values, dtype=float)
-        arr = arr[np.isfinite(arr)]
-        out[name] = [float(np.quantile(arr, alpha / 2)), float(np.quantile(arr, 1 - alpha / 2))] if len(arr) else \
-            [float("nan"), float("nan")]  # fmt: skip
+    for name in ("accuracy", "macro_auc", "covid_sensitivity"):
+        if name not in collected or not math.isfinite(point.get(name, float("nan"))):
+            out[name] = [float("nan"), float("nan")]
+            continue
+        lo, hi = np.quantile(np.concatenate(collected[name]), [alpha / 2, 1 - alpha / 2])
+        out[name] = [min(float(lo), point[name]), max(float(hi), point[name])]
     return out
 
 
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
-    """ECE of the top-class confidence, equal-width bins."""
+def _bins(confidence: np.ndarray, n_bins: int) -> np.ndarray:
+    """Bin of each confidence among ``n_bins`` equal-width bins of 0..1 (1.0 in the last)."""
+    return np.clip(np.floor(confidence * n_bins).astype(np.int64), 0, n_bins - 1)
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS) -> float:
+    """ECE of the top-class confidence: the gap between confidence and accuracy in each
+    equal-width bin, weighted by the share of images in the bin."""
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == labels
-    bins = np.linspace(0, 1, n_bins + 1)
-    which = np.clip(np.digitize(confidence, bins[1:-1]), 0, n_bins - 1)
+    which = _bins(confidence, n_bins)
     ece = 0.0
-    for b in range(n_bins):
+    for b in np.unique(which):
         mask = which == b
-        if mask.any():
-            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+        ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
     return float(ece)
 
 
-def reliability_curve(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> dict[str, np.ndarray]:
-    """Per confidence bin: mean confidence, accuracy and count (for the diagram)."""
+def reliability_curve(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS) -> dict[str, np.ndarray]:
+    """Per confidence bin: mean confidence, accuracy and count (for the diagram); empty
+    bins have ``nan``. The ECE is the count-weighted mean of ``|accuracy - confidence|``."""
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == labels
-    bins = np.linspace(0, 1, n_bins + 1)
-    which = np.clip(np.digitize(confidence, bins[1:-1]), 0, n_bins - 1)
-    conf, acc, count = [], [], []
-    for b in range(n_bins):
-        mask = which == b
-        conf.append(confidence[mask].mean() if mask.any() else np.nan)
-        acc.append(correct[mask].mean() if mask.any() else np.nan)
-        count.append(int(mask.sum()))
-    return {"bin_edges": bins, "confidence": np.array(conf), "accuracy": np.array(acc), "count": np.array(count)}
+    which = _bins(confidence, n_bins)
+    count = np.bincount(which, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        conf = np.bincount(which, weights=confidence, minlength=n_bins) / count
+        acc = np.bincount(which, weights=correct.astype(float), minlength=n_bins) / count
+    return {"bin_edges": np.linspace(0, 1, n_bins + 1), "confidence": conf, "accuracy": acc, "count": count}
 
 
-def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature T minimizing the validation negative log-likelihood of
-    ``softmax(log p / T)`` (Guo et al. 2017), found by a bounded 1-D search."""
-    from scipy.optimize import minimize_scalar
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(axis=1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
 
-    logits = np.log(np.clip(probs, 1e-12, 1.0))
 
-    def nll(t: float) -> float:
-        scaled = torch.log_softmax(torch.from_numpy(logits / t), dim=1)
-        return float(-scaled[np.arange(len(labels)), labels].mean())
-
-    return float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded").x)
+def nll(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true labels."""
+    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)).mean())
 
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
-    logits = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
-    return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+    """``softmax(log p / T)``, the same as ``softmax(logits / T)``: T > 1 softens, T < 1 sharpens.
+    The predicted class never changes."""
+    logits = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0))
+    return np.exp(_log_softmax(logits / temperature))
+
+
+def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T minimizing the negative log-likelihood of ``softmax(log p / T)``
+    (Guo et al. 2017); fit it on the **validation** split, apply it to test."""
+    from scipy.optimize import minimize_scalar
+
+    logits = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0))
+    rows = np.arange(len(labels))
+
+    def loss(log_t: float) -> float:
+        return float(-_log_softmax(logits / math.exp(log_t))[rows, labels].mean())
+
+    best = minimize_scalar(loss, bounds=(math.log(0.05), math.log(20.0)), method="bounded",
+                           options={"xatol": 1e-6})  # fmt: skip
+    return float(math.exp(best.x))
 
 
 def covid_threshold(probs: np.ndarray, labels: np.ndarray, classes: list[str], target_sensitivity: float = 0.95) -> float:
     """The highest COVID-probability threshold whose sensitivity on these images (use the
-    validation split) is at least ``target_sensitivity``."""
+    validation split) is at least ``target_sensitivity``: "COVID if p(COVID) >= threshold"."""
     if COVID not in classes:
         raise CXRError("the model has no COVID class")
+    if not 0 < target_sensitivity <= 1:
+        raise CXRError("the target sensitivity must be in (0, 1]")
     c = classes.index(COVID)
     positives = np.sort(probs[labels == c, c])
     if len(positives) == 0:
         raise CXRError("no COVID images to choose a threshold on")
-    k = int(np.floor((1 - target_sensitivity) * len(positives)))
+    # flagging the positives[k:] keeps n - k of n: the largest k with (n - k) / n >= target
+    k = int(math.floor((1 - target_sensitivity) * len(positives) + 1e-9))
     return float(positives[min(k, len(positives) - 1)])
 
 
 def threshold_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str], threshold: float) -> dict[str, float]:
-    """Sensitivity and specificity of "COVID if p(COVID) >= threshold"."""
+    """What "COVID if p(COVID) >= threshold" does: sensitivity, specificity, precision
+    (positive predictive value at this mix of classes) and the share of images flagged."""
     c = classes.index(COVID)
     flagged = probs[:, c] >= threshold
     pos = labels == c
-    return {"threshold": threshold,
-            "sensitivity": float(flagged[pos].mean()) if pos.any() else float("nan"),
-            "specificity": float((~flagged[~pos]).mean()) if (~pos).any() else float("nan")}  # fmt: skip
+    tp, fp = int((flagged & pos).sum()), int((flagged & ~pos).sum())
+    return {"threshold": float(threshold),
+            "sensitivity": tp / pos.sum() if pos.any() else float("nan"),
+            "specificity": float((~flagged[~pos]).mean()) if (~pos).any() else float("nan"),
+            "precision": tp / (tp + fp) if tp + fp else float("nan"),
+            "flagged": float(flagged.mean())}  # fmt: skip
+
+
+def ppv_at_prevalence(sensitivity: float, specificity: float, prevalence: float) -> float:
+    """Positive predictive value (the share of flagged patients who have the disease) at a
+    given prevalence, by Bayes' rule: a test set with 25 % COVID says little about a
+    clinic where 2 % of the patients have it."""
+    flagged_sick = sensitivity * prevalence
+    flagged_healthy = (1 - specificity) * (1 - prevalence)
+    return flagged_sick / (flagged_sick + flagged_healthy) if flagged_sick + flagged_healthy else float("nan")
+
+
+def operating_point(valid: Predictions, test: Predictions, target_sensitivity: float = 0.95) -> dict[str, Any]:
+    """Choose the COVID threshold on ``valid`` for ``target_sensitivity`` and report it on
+    both splits, next to the plain arg-max rule on test."""
+    threshold = covid_threshold(valid.probs, valid.labels, valid.classes, target_sensitivity)
+    c = test.classes.index(COVID)
+    argmax_rule = threshold_metrics(np.eye(len(test.classes))[test.predicted], test.labels, test.classes, 0.5)
+    return {"target_sensitivity": target_sensitivity, "threshold": threshold,
+            "valid": threshold_metrics(valid.probs, valid.labels, valid.classes, threshold),
+            "test": threshold_metrics(test.probs, test.labels, test.classes, threshold),
+            "test_argmax": {**argmax_rule, "threshold": float("nan")},
+            "covid_index": c}  # fmt: skip
+
+
+def calibration(valid: Predictions, test: Predictions) -> dict[str, Any]:
+    """Temperature fitted on ``valid``; ECE, NLL and reliability curves on ``test`` before
+    and after scaling."""
+    t = fit_temperature(valid.probs, valid.labels)
+    scaled = apply_temperature(test.probs, t)
+    return {"temperature": t,
+            "ece_before": expected_calibration_error(test.probs, test.labels),
+            "ece_after": expected_calibration_error(scaled, test.labels),
+            "nll_before": nll(test.probs, test.labels), "nll_after": nll(scaled, test.labels),
+            "curve_before": reliability_curve(test.probs, test.labels),
+            "curve_after": reliability_curve(scaled, test.labels),
+            "test_scaled": test.with_probs(scaled)}  # fmt: skip
 
 
 def compute_metrics(pred: Predictions, *, n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Every number of ``cxr evaluate --json`` for one set of predictions."""
+    """Every number of ``cxr evaluate --json`` for one set of predictions (``nan`` where
+    undefined; see :func:`json_ready`).
+
+    ``confusion_matrix`` is square over the classes present in the data plus any other
+    class the model predicted (its row is then all zeros), so every image is counted.
+    """
     present = pred.present
     probs, labels, classes = pred.probs, pred.labels, pred.classes
     predicted = pred.predicted
-    names = [classes[c] for c in present]
-    matrix = confusion_matrix(labels, predicted, labels=list(range(len(classes))))
-    keep = present
-    # predictions of classes absent from the data still count as errors: keep their columns
-    used_cols = sorted(set(keep) | set(np.unique(predicted).tolist()))
-    return {
+    per_class = class_metrics(probs, labels, classes)
+    shown = sorted(set(present) | {int(c) for c in np.unique(predicted)})
+    position = {c: k for k, c in enumerate(shown)}
+    matrix = np.zeros((len(shown), len(shown)), dtype=np.int64)
+    np.add.at(matrix, ([position[int(c)] for c in labels], [position[int(c)] for c in predicted]), 1)
+    metrics: dict[str, Any] = {
         "n": int(len(labels)),
-        "classes": names,
-        "accuracy": float(accuracy_score(labels, predicted)),
-        "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)) if len(present) > 0 else float("nan"),
+        "classes": [classes[c] for c in present],
+        "accuracy": float((predicted == labels).mean()),
+        "balanced_accuracy": float(np.mean([m["sensitivity"] for m in per_class.values()])),
         "macro_auc": macro_auc(probs, labels, present),
-        "per_class": _per_class(probs, labels, classes, present),
-        "confusion_matrix": {"labels": names, "predicted_labels": [classes[c] for c in used_cols],
-                             "matrix": matrix[np.ix_(keep, used_cols)].tolist()},  # fmt: skip
-        "ci95": bootstrap_ci(probs, labels, classes, n_resamples=n_resamples, seed=seed),
-        "ece": expected_calibration_error(probs, labels),
+        "per_class": per_class,
+        "confusion_matrix": {"labels": [classes[c] for c in shown], "matrix": matrix.tolist()},
     }
+    covid_sens = per_class.get(COVID, {}).get("sensitivity", float("nan"))
+    estimates = {"accuracy": metrics["accuracy"], "macro_auc": metrics["macro_auc"], "covid_sensitivity": covid_sens}
+    metrics["ci95"] = bootstrap_ci(probs, labels, classes, n_resamples=n_resamples, seed=seed, estimates=estimates)
+    metrics["ece"] = expected_calibration_error(probs, labels)
+    return metrics
+
+
+def json_ready(obj: Any) -> Any:
+    """``obj`` with ``nan``/infinite floats as ``None`` and numpy scalars and arrays as
+    Python values, so ``json.dumps`` writes valid JSON (``null``, never ``NaN``)."""
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_ready(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
 
 
 def roc_curves(pred: Predictions) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
-    """One-vs-rest ROC curve ``(fpr, tpr, auc)`` per class present."""
+    """One-vs-rest ROC curve ``(fpr, tpr, auc)`` per class present (with at least one
+    image of another class)."""
     out = {}
     for c in pred.present:
         y = pred.labels == c

@@ -535,7 +535,7 @@ def ensure_run(
     root = str(resolve_data_dir(data_dir))
     run_dir = runs_dir() / name
     done = run_dir / "done.json"
-    wanted = {"train": config.to_dict(), "data_dir": root}
+    wanted = json.loads(json.dumps({"train": config.to_dict(), "data_dir": root}))  # tuples read back as lists
     if done.is_file() and (run_dir / "best.pt").is_file():
         try:
             if json.loads(done.read_text()) == wanted:

@@ -197,3 +197,160 @@ def plot_history(history: list[dict[str, Any]], *, axes: Any = None) -> Figure:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def plot_confusion_matrix(metrics: dict[str, Any], *, ax: Any = None, normalize: bool = False) -> Figure:
+    """Heatmap of ``metrics["confusion_matrix"]`` (from :func:`cxrlib.evaluate.compute_metrics`)."""
+    import seaborn as sns
+
+    cm = metrics["confusion_matrix"]
+    matrix = np.asarray(cm["matrix"], dtype=float)
+    if normalize:
+        matrix = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    fig, ax = _figure(ax, figsize=(5.2, 4.4))
+    sns.heatmap(matrix, annot=True, fmt=".2f" if normalize else ".0f", cmap="Blues", cbar=False, ax=ax,
+                xticklabels=cm["labels"], yticklabels=cm["labels"], square=True)  # fmt: skip
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Confusion matrix" + (" (row-normalized)" if normalize else ""))
+    fig.tight_layout()
+    return fig
+
+
+def plot_roc(curves: dict[str, tuple[Any, Any, float]], *, ax: Any = None) -> Figure:
+    """One-vs-rest ROC curves (from :func:`cxrlib.evaluate.roc_curves`)."""
+    fig, ax = _figure(ax, figsize=(5, 4.6))
+    for name, (fpr, tpr, auc) in curves.items():
+        ax.plot(fpr, tpr, color=CLASS_COLORS.get(name), label=f"{name} (AUC {auc:.3f})", linewidth=2)
+    ax.plot([0, 1], [0, 1], ":", color="gray", label="chance")
+    ax.set_xlabel("false positive rate (1 - specificity)")
+    ax.set_ylabel("true positive rate (sensitivity)")
+    ax.set_title("ROC, one class against the rest")
+    ax.legend(loc="lower right", frameon=False, fontsize=9)
+    ax.set_aspect("equal")
+    fig.tight_layout()
+    return fig
+
+
+def plot_reliability(curves: dict[str, dict[str, Any]], *, ax: Any = None) -> Figure:
+    """Reliability diagram: accuracy against confidence per bin, one line per named curve
+    (e.g. before and after temperature scaling; from :func:`cxrlib.evaluate.reliability_curve`)."""
+    fig, ax = _figure(ax, figsize=(5, 4.6))
+    ax.plot([0, 1], [0, 1], ":", color="gray", label="perfect calibration")
+    for name, curve in curves.items():
+        ok = np.isfinite(curve["confidence"])
+        ax.plot(curve["confidence"][ok], curve["accuracy"][ok], "o-", label=name)
+    ax.set_xlabel("confidence (top-class probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Reliability diagram")
+    ax.legend(frameon=False, loc="upper left", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_operating_point(pred: Any, op: dict[str, Any], *, ax: Any = None) -> Figure:
+    """The COVID-vs-rest ROC curve on test, with the threshold chosen on validation
+    (:func:`cxrlib.evaluate.operating_point`) and the plain arg-max rule marked."""
+    from sklearn.metrics import roc_curve
+
+    c = pred.classes.index("COVID")
+    fpr, tpr, _ = roc_curve(pred.labels == c, pred.probs[:, c])
+    fig, ax = _figure(ax, figsize=(5, 4.6))
+    ax.plot(fpr, tpr, color=CLASS_COLORS["COVID"], linewidth=2, label="COVID against the rest (test)")
+    chosen, argmax = op["test"], op["test_argmax"]
+    ax.plot(1 - chosen["specificity"], chosen["sensitivity"], "o", markersize=10, color="black",
+            label=f"p(COVID) ≥ {op['threshold']:.3f} (chosen on validation)")  # fmt: skip
+    ax.plot(1 - argmax["specificity"], argmax["sensitivity"], "s", markersize=9, color="gray", label="arg-max rule")
+    ax.axhline(op["target_sensitivity"], linestyle=":", color="gray")
+    ax.set_xlabel("false positive rate (1 - specificity)")
+    ax.set_ylabel("sensitivity")
+    ax.set_title("Screening operating point")
+    ax.legend(loc="lower right", frameon=False, fontsize=8)
+    ax.set_aspect("equal")
+    fig.tight_layout()
+    return fig
+
+
+def plot_cam_grid(images: Any, cams: Any, titles: Sequence[str], *, cols: int = 4, alpha: float = 0.45,
+                  size: float = 2.3) -> Figure:  # fmt: skip
+    """CAM overlays in a grid, one title per image; an image given as ``None`` leaves its
+    cell blank (to keep one row per class)."""
+    from .explain import overlay
+
+    rows = max(1, int(np.ceil(len(titles) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, (size + 0.35) * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, cam, title in zip(axes.flat, images, cams, titles):
+        if image is None:
+            continue
+        ax.imshow(overlay(image, cam, alpha=alpha))
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_gradcam_steps(image: Any, manual: dict[str, Any], library: Any) -> Figure:
+    """Grad-CAM step by step (from :func:`cxrlib.explain.manual_gradcam`) next to the
+    library's map for the same image and class."""
+    from .explain import overlay
+
+    fig, axes = plt.subplots(1, 5, figsize=(13, 2.9))
+    axes[0].imshow(np.asarray(image).squeeze(), cmap="gray")
+    axes[0].set_title("X-ray", fontsize=9)
+    limit = float(np.abs(manual["weighted_sum"]).max()) or 1.0
+    axes[1].imshow(manual["weighted_sum"], cmap="coolwarm", vmin=-limit, vmax=limit)
+    axes[1].set_title("Σ αₖ Aᵏ (before ReLU)", fontsize=9)
+    axes[2].imshow(manual["relu"], cmap="jet", vmin=0)
+    axes[2].set_title("after ReLU", fontsize=9)
+    axes[3].imshow(overlay(image, manual["cam"]))
+    axes[3].set_title("upsampled, by hand", fontsize=9)
+    axes[4].imshow(overlay(image, library))
+    axes[4].set_title("pytorch-grad-cam", fontsize=9)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def plot_sanity(images: Any, trained: Any, randomized: Any, spearman: Any, *, cols: int = 6) -> Figure:
+    """CAMs of the trained model (top row) and of the model with randomized top layers
+    (bottom row), with the Spearman similarity of each pair."""
+    from .explain import overlay
+
+    n = min(cols, len(images))
+    fig, axes = plt.subplots(2, n, figsize=(2.1 * n, 4.6), squeeze=False)
+    for k in range(n):
+        axes[0, k].imshow(overlay(images[k], trained[k]))
+        axes[1, k].imshow(overlay(images[k], randomized[k]))
+        axes[1, k].set_title(f"ρ = {spearman[k]:.2f}", fontsize=9)
+        for ax in axes[:, k]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("trained", fontsize=10)
+    axes[1, 0].set_ylabel("randomized", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_inside_fraction(frame: Any, *, area: float, region: str = "central-chest box", ax: Any = None) -> Figure:
+    """Per true class, the share of CAM energy inside the lung region (``frame`` columns
+    ``true`` and ``inside``), with the share a uniform map would have."""
+    import seaborn as sns
+
+    order = [c for c in CLASS_COLORS if c in set(frame["true"])]
+    fig, ax = _figure(ax, figsize=(7, 3.2))
+    sns.boxplot(data=frame, x="inside", y="true", order=order, hue="true", hue_order=order,
+                palette=class_palette(order), ax=ax, fliersize=0, legend=False)  # fmt: skip
+    sns.stripplot(data=frame, x="inside", y="true", order=order, color="black", size=2.5, alpha=0.5, ax=ax)
+    ax.axvline(area, linestyle="--", color="gray")
+    ax.text(area, -0.6, f" uniform map: {area:.0%}", color="gray", fontsize=8, va="bottom")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"share of CAM energy inside the {region}")
+    ax.set_ylabel("")
+    sns.despine(ax=ax)
+    fig.tight_layout()
+    return fig

@@ -216,3 +216,17 @@ def test_torchrun_two_processes(tiny_data: Path, tmp_path: Path) -> None:
     ckpt = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 1
     assert np.isfinite(history[-1]["train_loss"])
+
+
+def test_ensure_run_trains_once_then_reuses(tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cxrlib.train import ensure_run
+
+    monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path / "runs"))
+    cfg = TrainConfig(**{**TINY.to_dict(), "augment": TINY.augment, "epochs": 1})
+    first = ensure_run(cfg, "reuse", data_dir=tiny_data, progress=False, log=lambda m: None)
+    stamp = (first / "best.pt").stat().st_mtime_ns
+    second = ensure_run(cfg, "reuse", data_dir=tiny_data, progress=False, log=lambda m: None)
+    assert second == first and (second / "best.pt").stat().st_mtime_ns == stamp
+    changed = TrainConfig(**{**cfg.to_dict(), "augment": cfg.augment, "seed": 4})
+    ensure_run(changed, "reuse", data_dir=tiny_data, progress=False, log=lambda m: None)
+    assert (first / "best.pt").stat().st_mtime_ns != stamp  # another config retrains

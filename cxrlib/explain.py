@@ -1,0 +1,345 @@
+"""Class activation maps with pytorch-grad-cam, and checks of what they show.
+
+Target layer: the last block of ``layer4`` of the ResNet (:func:`cxrlib.models.cam_target_layer`),
+the deepest layer with a spatial map (7x7 at 224 px, 4x4 at 112 or 128 px, 2x2 at 64 px:
+:func:`map_size`). Deeper
+means more class-specific; earlier layers give sharper but less class-specific maps. The
+same layer is used for ResNet-18, -34 and -50.
+
+Methods, selectable by name (:data:`CAM_METHODS`):
+
+``gradcam``
+    Selvaraju et al. 2017: channel weights = spatially averaged gradients of the class
+    score, weighted sum of the activation maps, ReLU.
+``gradcam++``
+    Weights from higher-order gradient terms; better when a class shows up in several places.
+``hirescam``
+    Element-wise gradient x activation, summed over channels: follows the model's
+    computation exactly (no averaging of gradients).
+``eigencam``
+    The first principal component of the activations: no gradients, so the same map
+    for every class. pytorch-grad-cam leaves the sign of the component to the SVD, which
+    can turn the map inside out; here the sign is chosen so that the largest magnitude is
+    positive (Chung and Ying 2025).
+
+Every map is at input resolution and scaled to 0..1 per image (a map with no positive
+evidence is all zeros).
+
+Lung region: :func:`lung_region` uses the data's lung masks when present; otherwise a
+documented central-chest box (rows 10 %-85 %, columns 12 %-88 % of the image), which on a
+well-framed PA film covers both lungs and the heart but not the shoulders, neck, corner
+markers or the area below the diaphragm.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
+from torch import nn
+
+from .config import CXRError
+from .models import cam_target_layer
+
+
+class SignedEigenCAM(EigenCAM):
+    """EigenCAM whose principal component is oriented so that its largest magnitude is
+    positive (pytorch-grad-cam's EigenCAM keeps the SVD's arbitrary sign)."""
+
+    def get_cam_image(self, input_tensor: Any, target_layer: Any, target_category: Any, activations: Any,
+                      grads: Any, eigen_smooth: bool) -> np.ndarray:  # fmt: skip
+        return get_2d_projection_with_sign_correction(activations)
+
+
+CAM_METHODS: dict[str, type] = {
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "hirescam": HiResCAM,
+    "eigencam": SignedEigenCAM,
+}
+
+#: The central-chest box used when the data has no lung masks: (top, bottom, left, right)
+#: as fractions of the image side.
+CHEST_BOX = (0.10, 0.85, 0.12, 0.88)
+
+#: The ResNet's parts from the output down, for the cascading randomization.
+TOP_DOWN = ("fc", "layer4", "layer3", "layer2", "layer1", "conv1")
+
+
+def map_size(size: int) -> int:
+    """Side of the ResNet's last activation map for ``size`` px inputs: five stride-2
+    steps, each rounding up (2 at 64 px, 4 at 112 or 128 px, 7 at 224 px)."""
+    for _ in range(5):
+        size = (size + 1) // 2
+    return size
+
+
+def central_chest_box(size: int) -> np.ndarray:
+    """A ``(size, size)`` boolean mask of :data:`CHEST_BOX`."""
+    top, bottom, left, right = (round(f * size) for f in CHEST_BOX)
+    mask = np.zeros((size, size), dtype=bool)
+    mask[top:bottom, left:right] = True
+    return mask
+
+
+def _grad_off(module: nn.Module, args: tuple[Any, ...]) -> None:
+    """Forward pre-hook of the whole model: no autograd graph for the layers before the target."""
+    torch.set_grad_enabled(False)
+
+
+def _detach_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Forward pre-hook of the target layer: autograd back on, and the layer's input a
+    fresh leaf that requires grad.
+
+    The gradient Grad-CAM needs (at the target layer's output) is unchanged, but nothing
+    before the target layer is recorded or back-propagated (faster), and it works for a
+    model whose parameters are frozen.
+    """
+    torch.set_grad_enabled(True)
+    return (args[0].detach().requires_grad_(True), *args[1:])
+
+
+class CamExplainer:
+    """Computes CAMs for one model and method; reuse it for many images (hooks are kept
+    until :meth:`close`). The model is put in eval mode.
+
+    >>> with CamExplainer(model, "gradcam") as explainer:
+    ...     cams = explainer(batch, target_classes=[0, 2])   # (n, H, W) in 0..1
+    """
+
+    def __init__(self, model: nn.Module, method: str = "gradcam", target_layer: nn.Module | None = None) -> None:
+        if method not in CAM_METHODS:
+            raise CXRError(f"unknown CAM method {method!r}; choose from {', '.join(CAM_METHODS)}")
+        self.model = model.eval()
+        self.method = method
+        self.target_layer = target_layer or cam_target_layer(model)
+        self._cam = CAM_METHODS[method](model=self.model, target_layers=[self.target_layer])
+
+    def __call__(self, images: torch.Tensor, target_classes: Sequence[int] | None = None) -> np.ndarray:
+        """CAMs ``(n, H, W)`` at input resolution, each scaled to 0..1, for prepared images
+        ``(n, 1, H, W)``. ``target_classes=None`` explains the predicted class of each image."""
+        if images.ndim != 4:
+            raise CXRError(f"expected images of shape (n, channels, H, W), got {tuple(images.shape)}")
+        targets = None if target_classes is None else [ClassifierOutputTarget(int(c)) for c in target_classes]
+        handles = [self.model.register_forward_pre_hook(_grad_off),
+                   self.target_layer.register_forward_pre_hook(_detach_input)]  # fmt: skip
+        try:
+            with torch.enable_grad():  # also restores the mode if the forward pass fails
+                cams = self._cam(input_tensor=images, targets=targets)
+        finally:
+            for handle in handles:
+                handle.remove()
+            self.model.zero_grad(set_to_none=True)
+            self._cam.activations_and_grads.clear()
+        return np.clip(np.asarray(cams, dtype=np.float32), 0.0, 1.0)
+
+    def close(self) -> None:
+        self._cam.activations_and_grads.release()
+
+    def __enter__(self) -> CamExplainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def compute_cams(model: nn.Module, images: torch.Tensor, target_classes: Sequence[int] | None = None,
+                 method: str = "gradcam", batch_size: int = 32) -> np.ndarray:  # fmt: skip
+    """CAMs for a stack of prepared images ``(n, 1, H, W)``, in batches: ``(n, H, W)`` in 0..1."""
+    out = []
+    with CamExplainer(model, method) as explainer:
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            classes = None if target_classes is None else list(target_classes[start : start + batch_size])
+            out.append(explainer(chunk, classes))
+    return np.concatenate(out) if out else np.zeros((0, *images.shape[-2:]), np.float32)
+
+
+def manual_gradcam(model: nn.Module, image: torch.Tensor, target_class: int) -> dict[str, Any]:
+    """Grad-CAM by hand with two torch hooks, step by step, for one image ``(1, 1, H, W)``.
+
+    Returns the activations ``A`` ``(C, h, w)`` of the target layer, the gradients
+    ``dy_c/dA``, the channel weights (the gradients averaged over the map), the weighted
+    sum before the ReLU, the map after the ReLU, and that map upsampled to ``H x W`` and
+    scaled to 0..1 (what :func:`compute_cams` returns).
+    """
+    model.eval()
+    layer = cam_target_layer(model)
+    store: dict[str, torch.Tensor] = {}
+
+    def forward_hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        store["activations"] = output.detach()
+        output.register_hook(lambda grad: store.__setitem__("gradients", grad.detach()))
+
+    handle = layer.register_forward_hook(forward_hook)
+    try:
+        with torch.enable_grad():
+            x = image.detach().clone().requires_grad_(True)
+            scores = model(x)
+            model.zero_grad(set_to_none=True)
+            scores[0, target_class].backward()
+    finally:
+        handle.remove()
+        model.zero_grad(set_to_none=True)
+    activations, gradients = store["activations"][0], store["gradients"][0]
+    weights = gradients.mean(dim=(1, 2))  # one number per channel
+    weighted = (weights[:, None, None] * activations).sum(dim=0)
+    relu = weighted.clamp_min(0)
+    up = torch.nn.functional.interpolate(relu[None, None], size=image.shape[-2:], mode="bilinear",
+                                         align_corners=False)[0, 0]  # fmt: skip
+    up = up - up.min()
+    up = up / (up.max() + 1e-7)
+    return {"activations": activations.numpy(), "gradients": gradients.numpy(), "weights": weights.numpy(),
+            "weighted_sum": weighted.numpy(), "relu": relu.numpy(), "cam": up.numpy(),
+            "score": float(scores[0, target_class].detach())}  # fmt: skip
+
+
+def cam_inside_fraction(cams: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """Share of CAM energy (sum of the map) inside the region, per image.
+
+    ``regions``: boolean ``(n, H, W)`` or one ``(H, W)`` mask for all. A CAM spread evenly
+    over the image gives the region's area share; 1.0 means everything is inside; a map
+    that is all zeros gives ``nan``.
+    """
+    cams = np.asarray(cams, dtype=np.float64)
+    if cams.ndim == 2:
+        cams = cams[None]
+    regions = np.asarray(regions, dtype=bool)
+    if regions.shape[-2:] != cams.shape[-2:]:
+        raise CXRError(f"regions are {regions.shape[-2:]} but the maps are {cams.shape[-2:]}")
+    regions = np.broadcast_to(regions, cams.shape)
+    total = cams.sum(axis=(1, 2))
+    inside = (cams * regions).sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, inside / np.where(total > 0, total, 1.0), np.nan)
+
+
+def lung_region(masks: np.ndarray | None, n: int, size: int) -> np.ndarray:
+    """Boolean lung regions ``(n, size, size)``: the data's masks (0/255), else the chest box."""
+    if masks is not None:
+        return np.asarray(masks) > 127
+    return np.broadcast_to(central_chest_box(size), (n, size, size))
+
+
+def lung_masks_for(root: str | os.PathLike[str], paths: Sequence[str], size: int) -> np.ndarray | None:
+    """The lung masks of images ``<Class>/images/<name>`` (relative to ``root``), read from
+    ``<Class>/masks/<name>`` and resized to ``size``: ``uint8`` 0/255 ``(n, size, size)``,
+    or ``None`` when any image has no mask (then use the central-chest box)."""
+    from PIL import Image
+
+    from .imaging import UnreadableImageError, read_gray, resize_gray
+
+    out = []
+    for rel in paths:
+        path = Path(root) / rel
+        if path.parent.name != "images":
+            return None
+        mask = path.parent.parent / "masks" / path.name
+        try:
+            pixels = resize_gray(read_gray(mask), size, resample=Image.NEAREST)
+        except (UnreadableImageError, OSError):
+            return None
+        out.append(np.where(pixels > 127, 255, 0).astype(np.uint8))
+    return np.stack(out) if out else None
+
+
+def examples_by_class(labels: np.ndarray, probs: np.ndarray, n: int = 2) -> dict[int, dict[str, list[int]]]:
+    """Per true class, the indices of its ``n`` most confident right and ``n`` most
+    confident wrong predictions: ``{class: {"right": [...], "wrong": [...]}}``."""
+    predicted, confidence = probs.argmax(axis=1), probs.max(axis=1)
+    out = {}
+    for c in sorted(int(k) for k in np.unique(labels)):
+        members = np.flatnonzero(labels == c)
+        members = members[np.argsort(-confidence[members], kind="stable")]
+        right = members[predicted[members] == c]
+        wrong = members[predicted[members] != c]
+        out[c] = {"right": right[:n].tolist(), "wrong": wrong[:n].tolist()}
+    return out
+
+
+def overlay(image: Any, cam: np.ndarray, *, alpha: float = 0.45) -> np.ndarray:
+    """An RGB float image (0..1): the gray X-ray (``uint8``, or floats in 0..1) with the CAM
+    as a jet heatmap on top."""
+    import matplotlib
+
+    gray = np.asarray(image, dtype=np.float32).squeeze()
+    if np.asarray(image).dtype == np.uint8 or gray.max() > 1.5:
+        gray = gray / 255.0
+    heat = matplotlib.colormaps["jet"](np.clip(cam, 0, 1))[..., :3]
+    return np.clip((1 - alpha) * gray[..., None] + alpha * heat, 0, 1)
+
+
+def randomize_top_layers(model: nn.Module, upto: str = "layer4", seed: int = 0) -> nn.Module:
+    """A copy of ``model`` whose parts from ``fc`` down to ``upto`` (see :data:`TOP_DOWN`)
+    are re-initialized: the cascading randomization of Adebayo et al. 2018. The default
+    stops at ``layer4``, the layer Grad-CAM reads. ``model`` itself is not changed."""
+    if upto not in TOP_DOWN:
+        raise CXRError(f"upto must be one of {', '.join(TOP_DOWN)}, not {upto!r}")
+    clone = copy.deepcopy(model)
+    saved = torch.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        for name in TOP_DOWN[: TOP_DOWN.index(upto) + 1]:
+            for module in getattr(clone, name).modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()  # convolutions, linear layers, batch norms (and their statistics)
+    finally:
+        torch.set_rng_state(saved)
+    return clone.eval()
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation of two maps. A constant map carries no ranking, so it is
+    0 against a non-constant one (nothing of the original ordering survives) and ``nan``
+    when both are constant."""
+    from scipy.stats import spearmanr
+
+    flat_a, flat_b = np.ptp(a) == 0, np.ptp(b) == 0
+    if flat_a and flat_b:
+        return float("nan")
+    if flat_a or flat_b:
+        return 0.0
+    return float(spearmanr(a.ravel(), b.ravel()).statistic)
+
+
+def sanity_check(model: nn.Module, images: torch.Tensor, target_classes: Sequence[int] | None = None,
+                 method: str = "gradcam", upto: str = "layer4", seed: int = 0,
+                 trained: np.ndarray | None = None) -> dict[str, Any]:  # fmt: skip
+    """Compare CAMs of the trained model with CAMs of the same model after randomizing its
+    top layers (down to ``upto``). Returns per-image Spearman rank correlations
+    (``spearman``), their mean (``mean_spearman``) and both sets of maps.
+
+    If the maps barely change (correlation near 1), they reflect the input and the
+    architecture, not what the model learned: the explanation fails the check. By default
+    the maps of the *trained* model's predicted classes are compared (``trained``: those
+    maps, when already computed).
+    """
+    if target_classes is None:
+        with torch.no_grad():
+            target_classes = model.eval()(images).argmax(dim=1).tolist()
+    if trained is None:
+        trained = compute_cams(model, images, target_classes, method)
+    randomized = compute_cams(randomize_top_layers(model, upto, seed), images, target_classes, method)
+    rho = np.array([_spearman(a, b) for a, b in zip(trained, randomized)], dtype=float)
+    mean = float(np.nanmean(rho)) if np.isfinite(rho).any() else float("nan")
+    return {"spearman": rho, "mean_spearman": mean, "trained": trained, "randomized": randomized, "upto": upto}
+
+
+def sanity_cascade(model: nn.Module, images: torch.Tensor, target_classes: Sequence[int] | None = None,
+                   method: str = "gradcam", seed: int = 0, depth: int = 4) -> dict[str, float]:  # fmt: skip
+    """Mean Spearman similarity after randomizing ``fc``, then ``fc`` + ``layer4``, and so on
+    for ``depth`` steps of :data:`TOP_DOWN`: ``{deepest part randomized: similarity}``."""
+    if target_classes is None:
+        with torch.no_grad():
+            target_classes = model.eval()(images).argmax(dim=1).tolist()
+    trained = compute_cams(model, images, target_classes, method)
+    return {part: sanity_check(model, images, target_classes, method, part, seed, trained)["mean_spearman"]
+            for part in TOP_DOWN[:depth]}  # fmt: skip

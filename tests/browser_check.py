@@ -1,0 +1,369 @@
+"""Browser test of the built book: open every page in headless Chromium.
+
+    python tests/browser_check.py [BUILD_DIR] [--toc book/_toc.yml] [--chromium PATH]
+    python tests/browser_check.py BUILD_DIR --all-pages        # every .html under BUILD_DIR/html
+
+Serves ``BUILD_DIR/html`` (default ``_build/html``) on 127.0.0.1, opens each page of the
+table of contents with every request to another host blocked (so the book must render with
+no network), waits for its scripts and widgets, saves a full-page screenshot as
+``BUILD_DIR/screenshots/<page>.png`` and fails, with one line per problem, on
+
+- an execution error shown on the page (a traceback or error output in a cell);
+- a missing image (an ``<img>`` that did not load: ``naturalWidth == 0``);
+- an empty widget area (a widget view whose rendered area is missing or has no content);
+- formulas left as TeX source (MathJax did not render);
+- a JavaScript exception thrown while the page loads;
+- a page of the table of contents that was not built.
+
+Requests to other hosts are blocked and listed as notes (they are not problems: the book
+must not depend on them). Uses the DevTools protocol through ``websocket-client`` (a
+dependency of Jupyter Server), no browser download. Exit status: 0 when every page is
+fine, 1 when a problem was found, 2 when the check could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WIDTH, HEIGHT = 1280, 900
+MAX_SHOT_HEIGHT = 16000  # px; longer pages are cut (Chromium's own limit is near 16384)
+
+# Runs in the page once scripts have settled: everything the check needs, as JSON.
+PAGE_PROBE = r"""
+(() => {
+  const text = el => (el.textContent || "").trim();
+  const views = [...document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]')];
+  const widgets = views.map((tag, i) => {
+    const area = tag.previousElementSibling;
+    const rendered = area && area.classList.contains("widget-subarea") ? area : null;
+    const box = rendered ? rendered.getBoundingClientRect() : null;
+    return {index: i, rendered: !!rendered,
+            children: rendered ? rendered.querySelectorAll("*").length : 0,
+            width: box ? Math.round(box.width) : 0, height: box ? Math.round(box.height) : 0,
+            error: rendered ? text(rendered).includes("Error displaying widget") : false};
+  });
+  const images = [...document.images].map(img => ({
+    src: img.getAttribute("src") || "", complete: img.complete, width: img.naturalWidth,
+    inOutput: !!img.closest(".cell_output")}));
+  const errors = [...document.querySelectorAll(".cell_output .output.traceback, .cell_output .output.error")]
+    .map(el => text(el).split("\n").filter(l => l.trim()).slice(-1)[0] || "(empty error output)");
+  for (const out of document.querySelectorAll(".cell_output")) {
+    if (text(out).includes("Traceback (most recent call last)") && !out.querySelector(".traceback, .error"))
+      errors.push(text(out).split("\n").filter(l => l.trim()).slice(-1)[0]);
+  }
+  const doc = document.documentElement;
+  const formulas = document.querySelectorAll("span.math, div.math").length;
+  const typeset = document.querySelectorAll("mjx-container").length;
+  return JSON.stringify({title: document.title, widgets, images, errors, formulas, typeset,
+    stateScripts: document.querySelectorAll('script[type="application/vnd.jupyter.widget-state+json"]').length,
+    height: Math.max(doc.scrollHeight, document.body ? document.body.scrollHeight : 0)});
+})()
+"""
+
+SETTLED = r"""
+(() => {
+  const views = document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]');
+  const pending = [...views].filter(tag => {
+    const area = tag.previousElementSibling;
+    return !(area && area.classList.contains("widget-subarea") && area.children.length);
+  }).length;
+  const images = [...document.images].filter(img => !img.complete).length;
+  const math = document.querySelectorAll("span.math, div.math").length;
+  const typeset = document.querySelectorAll("mjx-container").length;
+  return document.readyState === "complete" && pending === 0 && images === 0 && (math === 0 || typeset > 0);
+})()
+"""
+
+
+# --------------------------------------------------------------------------- pages
+def toc_pages(toc: Path) -> list[str]:
+    """Document names in table-of-contents order (root, then every file entry)."""
+    import yaml
+
+    data = yaml.safe_load(toc.read_text())
+    pages = [data["root"]]
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if "file" in node:
+                pages.append(node["file"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk({k: v for k, v in data.items() if k != "root"})
+    return [p.removesuffix(".md").removesuffix(".ipynb") for p in pages]
+
+
+def shot_name(page: str, taken: set[str]) -> str:
+    name = Path(page).name
+    if name in taken:
+        name = page.replace("/", "-")
+    taken.add(name)
+    return name
+
+
+# --------------------------------------------------------------------------- server
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def serve(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+# --------------------------------------------------------------------------- browser
+def find_chromium(explicit: str | None) -> str | None:
+    for candidate in [explicit, os.environ.get("CHROMIUM"), "chromium", "chromium-browser",
+                      "google-chrome", "google-chrome-stable"]:  # fmt: skip
+        if candidate and shutil.which(candidate):
+            return shutil.which(candidate)
+    return None
+
+
+class Browser:
+    """One headless Chromium with one tab, driven over the DevTools protocol."""
+
+    def __init__(self, executable: str, timeout: float = 30.0):
+        import websocket  # websocket-client
+
+        self.profile = tempfile.mkdtemp(prefix="cxr-chromium-")
+        self.proc = subprocess.Popen(
+            [executable, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-extensions", "--hide-scrollbars", "--mute-audio", "--remote-allow-origins=*",
+             f"--window-size={WIDTH},{HEIGHT}", "--remote-debugging-port=0",
+             f"--user-data-dir={self.profile}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        port_file = Path(self.profile) / "DevToolsActivePort"
+        deadline = time.time() + timeout
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if time.time() > deadline or self.proc.poll() is not None:
+                self.close()
+                raise RuntimeError(f"Chromium did not start ({executable})")
+            time.sleep(0.1)
+        port = port_file.read_text().split()[0]
+        targets = []
+        while not targets:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
+                targets = [t for t in json.load(response) if t.get("type") == "page"]
+            if not targets:
+                if time.time() > deadline:
+                    raise RuntimeError("Chromium has no page to drive")
+                time.sleep(0.1)
+        self.ws = websocket.create_connection(targets[0]["webSocketDebuggerUrl"], timeout=timeout,
+                                              suppress_origin=True, enable_multithread=False)
+        self.next_id = 0
+        self.events: list[dict] = []
+        self.origin = ""  # requests to other origins are blocked
+        self.blocked: list[str] = []
+
+    def send(self, method: str, **params: object) -> dict:
+        self.next_id += 1
+        call_id = self.next_id
+        self.ws.send(json.dumps({"id": call_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv())
+            if message.get("id") == call_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+            if "method" in message:
+                self.on_event(message)
+
+    def pump(self, seconds: float) -> None:
+        """Handle events for a while (requests to allow or block, exceptions)."""
+        end = time.time() + seconds
+        self.ws.settimeout(0.05)
+        try:
+            while time.time() < end:
+                try:
+                    message = json.loads(self.ws.recv())
+                except Exception:  # timeout: nothing arrived
+                    continue
+                if "method" in message:
+                    self.on_event(message)
+        finally:
+            self.ws.settimeout(30)
+
+    def on_event(self, message: dict) -> None:
+        self.events.append(message)
+        if message["method"] == "Fetch.requestPaused":
+            params = message["params"]
+            url = params["request"]["url"]
+            if url.startswith(self.origin) or url.startswith("data:") or url.startswith("blob:"):
+                self._reply("Fetch.continueRequest", requestId=params["requestId"])
+            else:
+                self.blocked.append(url)
+                self._reply("Fetch.failRequest", requestId=params["requestId"], errorReason="BlockedByClient")
+
+    def _reply(self, method: str, **params: object) -> None:
+        # Fire and forget: the answer (matched by id) is skipped by send()/pump().
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+
+    def evaluate(self, expression: str) -> object:
+        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"probe failed: {result['exceptionDetails'].get('text')}")
+        return result["result"].get("value")
+
+    def close(self) -> None:
+        try:
+            self.ws.close()
+        except Exception:
+            pass
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- check
+def check_page(browser: Browser, url: str, shot: Path, wait: float) -> tuple[list[str], dict]:
+    problems: list[str] = []
+    browser.events.clear()
+    browser.blocked = []
+    browser.send("Page.navigate", url=url)
+    start = time.time()
+    loaded = False
+    while time.time() - start < wait:
+        browser.pump(0.25)
+        if not loaded:
+            loaded = any(e["method"] == "Page.loadEventFired" for e in browser.events)
+            continue
+        # Images below the fold may be lazy: make them load now.
+        if browser.evaluate(SETTLED) is True:
+            browser.pump(0.5)  # let widget layout finish
+            break
+        browser.evaluate("document.querySelectorAll('img[loading=lazy]').forEach(i => i.loading = 'eager')")
+    else:
+        if not loaded:
+            problems.append(f"the page did not finish loading in {wait:.0f} s")
+    info = json.loads(browser.evaluate(PAGE_PROBE))
+
+    for error in info["errors"]:
+        problems.append(f"execution error shown on the page: {error[:200]}")
+    for image in info["images"]:
+        if image["width"] == 0:
+            problems.append(f"missing image: {image['src'] or '(no src)'}")
+    for widget in info["widgets"]:
+        if not widget["rendered"] or widget["children"] == 0 or widget["height"] == 0:
+            problems.append(f"empty widget area (widget view {widget['index'] + 1} of {len(info['widgets'])})")
+        elif widget["error"]:
+            problems.append(f"widget view {widget['index'] + 1} shows 'Error displaying widget'")
+    if info["formulas"] and not info["typeset"]:
+        problems.append(f"{info['formulas']} formula(s) not rendered by MathJax")
+    if info["widgets"] and not info["stateScripts"]:
+        problems.append("widget views but no embedded widget state")
+    for event in browser.events:
+        if event["method"] == "Runtime.exceptionThrown":
+            details = event["params"]["exceptionDetails"]
+            message = details.get("exception", {}).get("description") or details.get("text", "")
+            problems.append(f"JavaScript exception: {message.splitlines()[0][:200]}")
+
+    # Full page: make the viewport as tall as the page, let it lay out again, capture it.
+    # (captureBeyondViewport shifts this theme's layout sideways.)
+    height = min(max(int(info["height"]), HEIGHT), MAX_SHOT_HEIGHT)
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    browser.send("Emulation.setDeviceMetricsOverride", width=WIDTH, height=height, deviceScaleFactor=1, mobile=False)
+    browser.pump(0.5)
+    data = browser.send("Page.captureScreenshot", format="png")
+    browser.send("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False)
+    shot.write_bytes(base64.b64decode(data["data"]))
+    summary = {
+        "images": sum(1 for i in info["images"] if i["inOutput"]),
+        "widgets": len(info["widgets"]),
+        "formulas": int(info["formulas"]),
+        "blocked": sorted(set(browser.blocked)),
+        "height": int(info["height"]),
+    }
+    return problems, summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Open every page of the built book in headless Chromium.")
+    parser.add_argument("build", nargs="?", type=Path, default=ROOT / "_build")
+    parser.add_argument("--toc", type=Path, default=ROOT / "book" / "_toc.yml")
+    parser.add_argument("--all-pages", action="store_true", help="every .html file instead of the toc")
+    parser.add_argument("--chromium", help="the browser executable (default: chromium on PATH)")
+    parser.add_argument("--screenshots", type=Path, help="default: BUILD/screenshots")
+    parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for one page")
+    args = parser.parse_args(argv)
+
+    html = args.build / "html"
+    shots = args.screenshots or args.build / "screenshots"
+    if not html.is_dir():
+        print(f"browser check: {html} does not exist: run `make book` first", file=sys.stderr)
+        return 2
+    executable = find_chromium(args.chromium)
+    if executable is None:
+        print("browser check: no Chromium found (install Debian's `chromium`, or pass --chromium)", file=sys.stderr)
+        return 2
+    if args.all_pages:
+        pages = sorted(p.relative_to(html).with_suffix("").as_posix() for p in html.rglob("*.html")
+                       if p.name not in ("genindex.html", "search.html") and "_static" not in p.parts)
+    else:
+        pages = toc_pages(args.toc)
+
+    server, origin = serve(html)
+    try:
+        browser = Browser(executable)
+    except Exception as err:
+        server.shutdown()
+        print(f"browser check: {err}", file=sys.stderr)
+        return 2
+    browser.origin = origin
+    problems: list[str] = []
+    taken: set[str] = set()
+    try:
+        browser.send("Page.enable")
+        browser.send("Runtime.enable")
+        browser.send("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False)
+        browser.send("Fetch.enable", patterns=[{"urlPattern": "*"}])
+        for page in pages:
+            if not (html / f"{page}.html").exists():
+                problems.append(f"{page}: page is in the table of contents but was not built")
+                continue
+            shot = shots / f"{shot_name(page, taken)}.png"
+            page_problems, summary = check_page(browser, f"{origin}/{page}.html", shot, args.wait)
+            state = "ok" if not page_problems else f"{len(page_problems)} problem(s)"
+            print(f"browser check: {page}: {summary['images']} output image(s), {summary['widgets']} widget(s), "
+                  f"{summary['formulas']} formula(s), {summary['height']} px -> {shot.relative_to(args.build.parent) if shot.is_relative_to(args.build.parent) else shot}: {state}")  # fmt: skip
+            for url in summary["blocked"]:
+                print(f"  note: blocked a request to another host: {url}")
+            problems += [f"{page}: {p}" for p in page_problems]
+    finally:
+        browser.close()
+        server.shutdown()
+    for line in problems:
+        print(f"PROBLEM {line}")
+    print(f"browser check: {len(pages)} page(s), {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""Evaluation: metrics against hand-computed values, intervals, calibration, thresholds,
+``cxr evaluate`` on a tiny trained run, and folders holding only some of the classes."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from cxrlib import evaluate as ev
+from cxrlib.cli import main
+from cxrlib.config import CXRError
+
+from conftest import build_dataset
+from tinyrun import tiny_run
+
+CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
+
+# 8 images of classes 0, 1, 2 (3 of the model's 4); one is predicted as class 3.
+PROBS = np.array([
+    [0.70, 0.10, 0.10, 0.10],  # true 0, predicted 0
+    [0.40, 0.50, 0.05, 0.05],  # true 0, predicted 1
+    [0.60, 0.20, 0.10, 0.10],  # true 0, predicted 0
+    [0.10, 0.80, 0.05, 0.05],  # true 1, predicted 1
+    [0.30, 0.20, 0.10, 0.40],  # true 1, predicted 3 (a class absent from the data)
+    [0.10, 0.10, 0.70, 0.10],  # true 2, predicted 2
+    [0.50, 0.10, 0.30, 0.10],  # true 2, predicted 0
+    [0.05, 0.05, 0.85, 0.05],  # true 2, predicted 2
+])  # fmt: skip
+LABELS = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+
+JSON_KEYS = {"n", "classes", "accuracy", "balanced_accuracy", "macro_auc", "per_class", "confusion_matrix", "ci95", "ece"}
+CLASS_KEYS = {"sensitivity", "specificity", "precision", "f1", "auc", "support"}
+
+
+def _pred(probs: np.ndarray = PROBS, labels: np.ndarray = LABELS) -> ev.Predictions:
+    return ev.Predictions(probs, labels, CLASSES, [f"img{i}.png" for i in range(len(labels))])
+
+
+def _strict_json(text: str) -> object:
+    def no_constants(name: str) -> None:
+        raise AssertionError(f"invalid JSON constant {name}")
+
+    return json.loads(text, parse_constant=no_constants)
+
+
+def _brackets(interval: list[float | None], estimate: float | None) -> bool:
+    if estimate is None or (isinstance(estimate, float) and math.isnan(estimate)):
+        return all(v is None or (isinstance(v, float) and math.isnan(v)) for v in interval)
+    lo, hi = interval
+    return lo is not None and hi is not None and lo <= estimate <= hi
+
+
+def _check_intervals(metrics: dict) -> None:
+    ci = metrics["ci95"]
+    assert set(ci) == {"accuracy", "macro_auc", "covid_sensitivity"}
+    assert _brackets(ci["accuracy"], metrics["accuracy"])
+    assert _brackets(ci["macro_auc"], metrics["macro_auc"])
+    covid = metrics["per_class"].get("COVID", {}).get("sensitivity")
+    assert _brackets(ci["covid_sensitivity"], covid)
+
+
+# --------------------------------------------------------------------------- hand-computed metrics
+
+
+def test_metrics_on_a_fixed_matrix() -> None:
+    m = ev.compute_metrics(_pred(), n_resamples=200)
+    assert set(m) == JSON_KEYS
+    assert m["n"] == 8
+    assert m["classes"] == ["COVID", "Lung_Opacity", "Normal"]  # only the classes present
+    assert m["accuracy"] == pytest.approx(5 / 8)
+    assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2 + 2 / 3) / 3)
+    pc = m["per_class"]
+    assert set(pc) == {"COVID", "Lung_Opacity", "Normal"}
+    assert all(set(v) == CLASS_KEYS for v in pc.values())
+    # COVID: tp 2, fn 1, fp 1, tn 4
+    assert pc["COVID"]["sensitivity"] == pytest.approx(2 / 3)
+    assert pc["COVID"]["specificity"] == pytest.approx(4 / 5)
+    assert pc["COVID"]["precision"] == pytest.approx(2 / 3)
+    assert pc["COVID"]["f1"] == pytest.approx(2 / 3)
+    assert pc["COVID"]["support"] == 3
+    assert pc["COVID"]["auc"] == pytest.approx(14 / 15)  # 14 of the 15 (positive, negative) pairs ordered right
+    # Lung_Opacity: tp 1, fn 1, fp 1, tn 5
+    assert pc["Lung_Opacity"]["specificity"] == pytest.approx(5 / 6)
+    assert pc["Lung_Opacity"]["f1"] == pytest.approx(0.5)
+    # Normal: tp 2, fn 1, fp 0, tn 5
+    assert pc["Normal"]["precision"] == pytest.approx(1.0)
+    assert pc["Normal"]["specificity"] == pytest.approx(1.0)
+    assert pc["Normal"]["f1"] == pytest.approx(0.8)
+    for k, name in enumerate(["COVID", "Lung_Opacity", "Normal"]):
+        assert pc[name]["auc"] == pytest.approx(roc_auc_score(LABELS == k, PROBS[:, k]))
+    assert m["macro_auc"] == pytest.approx(np.mean([pc[c]["auc"] for c in pc]))
+    # the class predicted but absent from the data keeps its column (and an empty row)
+    assert m["confusion_matrix"] == {"labels": CLASSES, "matrix": [[2, 1, 0, 0], [0, 1, 0, 1], [1, 0, 2, 0], [0, 0, 0, 0]]}
+    assert m["ece"] == pytest.approx(0.34375)
+    _check_intervals(m)
+
+
+def test_expected_calibration_error_by_hand() -> None:
+    # bins of width 0.1: 0.4 (wrong) | 0.5, 0.5 (both wrong) | 0.6 (right) | 0.7, 0.7 (right) | 0.8, 0.85 (right)
+    expected = (1 * 0.4 + 2 * 0.5 + 1 * 0.4 + 2 * 0.3 + 2 * 0.175) / 8
+    assert ev.expected_calibration_error(PROBS, LABELS) == pytest.approx(expected)
+    curve = ev.reliability_curve(PROBS, LABELS)
+    assert curve["count"].tolist() == [0, 0, 0, 0, 1, 2, 1, 2, 2, 0]
+    assert curve["accuracy"][5] == 0 and curve["confidence"][8] == pytest.approx(0.825)
+    assert np.isnan(curve["accuracy"][0])
+    weights = curve["count"] / curve["count"].sum()
+    gaps = np.nan_to_num(np.abs(curve["accuracy"] - curve["confidence"]))
+    assert (weights * gaps).sum() == pytest.approx(expected)
+    perfect = np.eye(4)[[0, 1, 2, 3]]
+    assert ev.expected_calibration_error(perfect, np.arange(4)) == 0.0
+
+
+def test_single_class_metrics_are_null_in_json() -> None:
+    probs = PROBS[:3]
+    m = ev.compute_metrics(_pred(probs, LABELS[:3]), n_resamples=50)
+    assert m["classes"] == ["COVID"]
+    assert math.isnan(m["macro_auc"]) and math.isnan(m["per_class"]["COVID"]["auc"])
+    assert math.isnan(m["per_class"]["COVID"]["specificity"])
+    text = json.dumps(ev.json_ready(m))
+    data = _strict_json(text)
+    assert data["macro_auc"] is None and data["ci95"]["macro_auc"] == [None, None]
+    assert data["per_class"]["COVID"]["sensitivity"] == pytest.approx(2 / 3)
+    _check_intervals(data)
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_is_seeded_and_brackets() -> None:
+    a = ev.bootstrap_ci(PROBS, LABELS, CLASSES, n_resamples=300, seed=1)
+    b = ev.bootstrap_ci(PROBS, LABELS, CLASSES, n_resamples=300, seed=1)
+    c = ev.bootstrap_ci(PROBS, LABELS, CLASSES, n_resamples=300, seed=2)
+    assert a == b and a != c
+    rng = np.random.default_rng(0)
+    for trial in range(25):  # random small problems, some degenerate
+        n = int(rng.integers(4, 30))
+        labels = rng.integers(0, int(rng.integers(1, 5)), size=n)
+        logits = rng.normal(size=(n, 4)) * rng.uniform(0.1, 5) + 3 * np.eye(4)[labels] * rng.uniform(0, 2)
+        probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        _check_intervals(ev.compute_metrics(_pred(probs, labels), n_resamples=200, seed=trial))
+
+
+def test_bootstrap_auc_matches_sklearn() -> None:
+    rng = np.random.default_rng(3)
+    scores = rng.random((5, 40)).round(1)  # with ties
+    positive = rng.random(40) < 0.4
+    fast = ev._binary_auc(scores, positive)
+    assert fast == pytest.approx([roc_auc_score(positive, s) for s in scores])
+
+
+def test_interval_is_widened_to_contain_the_estimate() -> None:
+    # a perfect classifier: every resample gives the same numbers
+    perfect = np.eye(4)[LABELS] * 0.9 + 0.025
+    ci = ev.bootstrap_ci(perfect, LABELS, CLASSES, n_resamples=100)
+    assert ci["accuracy"] == [1.0, 1.0] and ci["covid_sensitivity"] == [1.0, 1.0] and ci["macro_auc"] == [1.0, 1.0]
+    # an estimate outside the percentile interval (as a lopsided distribution can give) is included
+    ci = ev.bootstrap_ci(PROBS, LABELS, CLASSES, n_resamples=100, estimates={"accuracy": 0.01})
+    assert ci["accuracy"][0] == 0.01
+    # 1,000 resamples by default on the command line and in compute_metrics
+    assert ev.compute_metrics.__kwdefaults__["n_resamples"] >= 1000
+
+
+def test_covid_sensitivity_interval_when_covid_absent() -> None:
+    m = ev.compute_metrics(_pred(PROBS[3:], LABELS[3:]), n_resamples=50)
+    assert "COVID" not in m["per_class"]
+    assert all(math.isnan(v) for v in m["ci95"]["covid_sensitivity"])
+
+
+# --------------------------------------------------------------------------- calibration and threshold
+
+
+def test_temperature_recovers_known_overconfidence() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6000, 4)) * 2.0
+    true_p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(4, p=p) for p in true_p])
+    overconfident = np.exp(2 * logits) / np.exp(2 * logits).sum(axis=1, keepdims=True)  # logits doubled
+    t = ev.fit_temperature(overconfident, labels)
+    assert t == pytest.approx(2.0, rel=0.08)
+    scaled = ev.apply_temperature(overconfident, t)
+    assert np.allclose(scaled.sum(axis=1), 1) and (scaled.argmax(1) == overconfident.argmax(1)).all()
+    assert ev.nll(scaled, labels) < ev.nll(overconfident, labels)
+    assert ev.expected_calibration_error(scaled, labels) < ev.expected_calibration_error(overconfident, labels)
+    assert np.allclose(ev.apply_temperature(true_p, 1.0), true_p)
+
+
+def test_covid_threshold_on_known_scores() -> None:
+    covid = np.linspace(0.1, 1.0, 10)  # 10 COVID images: p(COVID) = 0.1, 0.2, ..., 1.0
+    others = np.array([0.05, 0.15, 0.25, 0.95])
+    p = np.concatenate([covid, others])
+    probs = np.stack([p, 1 - p, np.zeros_like(p), np.zeros_like(p)], axis=1)
+    labels = np.array([0] * 10 + [1] * 4)
+    assert ev.covid_threshold(probs, labels, CLASSES, 0.9) == pytest.approx(0.2)  # keeps 9 of 10
+    assert ev.covid_threshold(probs, labels, CLASSES, 0.95) == pytest.approx(0.1)  # 9.5 of 10 needs all 10
+    assert ev.covid_threshold(probs, labels, CLASSES, 0.5) == pytest.approx(0.6)
+    m = ev.threshold_metrics(probs, labels, CLASSES, 0.2)
+    assert m["sensitivity"] == pytest.approx(0.9)
+    assert m["specificity"] == pytest.approx(2 / 4)  # 0.25 and 0.95 flagged
+    assert m["precision"] == pytest.approx(9 / 11) and m["flagged"] == pytest.approx(11 / 14)
+    with pytest.raises(CXRError):
+        ev.covid_threshold(probs, np.ones(14, int), CLASSES)
+
+
+def test_operating_point_and_calibration_use_validation() -> None:
+    valid, test = _pred(), _pred(PROBS[::-1].copy(), LABELS[::-1].copy())
+    op = ev.operating_point(valid, test, 0.95)
+    assert op["threshold"] == pytest.approx(0.4)  # the lowest p(COVID) of the 3 validation COVID images
+    assert op["valid"]["sensitivity"] == 1.0
+    cal = ev.calibration(valid, test)
+    assert cal["temperature"] == pytest.approx(ev.fit_temperature(PROBS, LABELS))
+    assert cal["ece_before"] == pytest.approx(ev.expected_calibration_error(test.probs, test.labels))
+
+
+# --------------------------------------------------------------------------- on a trained run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return tiny_run(tmp_path_factory)
+
+
+def test_cli_evaluate_json(run: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir, data = run
+    assert main(["evaluate", str(run_dir), "--data", str(data), "--json"]) == 0
+    m = _strict_json(capsys.readouterr().out)
+    assert set(m) == JSON_KEYS
+    assert m["n"] == 8 and m["classes"] == CLASSES
+    assert set(m["per_class"]) == set(CLASSES) and all(set(v) == CLASS_KEYS for v in m["per_class"].values())
+    assert sum(v["support"] for v in m["per_class"].values()) == 8
+    assert set(m["confusion_matrix"]) == {"labels", "matrix"}
+    assert np.sum(m["confusion_matrix"]["matrix"]) == 8
+    _check_intervals(m)
+
+
+def test_validation_split_reproduces_training_metrics(run: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir, data = run
+    assert main(["evaluate", str(run_dir), "--data", str(data), "--split", "valid", "--json", "--resamples", "100"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    best = torch.load(run_dir / "best.pt", weights_only=True)["metrics"]
+    assert m["accuracy"] == pytest.approx(best["valid_accuracy"])
+    assert m["macro_auc"] == pytest.approx(best["valid_macro_auc"])
+
+
+def test_default_data_is_the_runs_own(run: tuple[Path, Path]) -> None:
+    run_dir, data = run
+    pred = ev.predict_split(run_dir, split="test")  # no --data, no CXR_DATA_DIR
+    assert Path(pred.root) == (data / "COVID-19_Radiography_Dataset").resolve()
+    assert not pred.notes
+
+
+def test_folder_with_three_of_four_classes(run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir, _ = run
+    three = build_dataset(tmp_path / "three", {"COVID": 4, "Normal": 5, "Viral Pneumonia": 3}, size=50, seed=7).path
+    assert main(["evaluate", str(run_dir), "--data", str(three), "--split", "all", "--json"]) == 0
+    m = _strict_json(capsys.readouterr().out)
+    assert m["n"] == 12
+    assert m["classes"] == ["COVID", "Normal", "Viral Pneumonia"]
+    assert set(m["per_class"]) == {"COVID", "Normal", "Viral Pneumonia"}
+    assert [m["per_class"][c]["support"] for c in m["classes"]] == [4, 5, 3]
+    labels = m["confusion_matrix"]["labels"]
+    assert set(m["classes"]) <= set(labels) and np.sum(m["confusion_matrix"]["matrix"]) == 12
+    _check_intervals(m)
+    # a split of such a folder works too, and the text report prints
+    assert main(["evaluate", str(run_dir), "--data", str(three), "--split", "test"]) == 0
+    out = capsys.readouterr()
+    assert "accuracy" in out.out and "fresh split" in out.err
+
+
+def test_evaluate_errors(run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir, data = run
+    assert main(["evaluate", str(tmp_path / "no-run"), "--data", str(data)]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["evaluate", str(run_dir), "--data", str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_cached_predictions(run: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    run_dir, data = run
+    (run_dir / "predictions-test.npz").unlink(missing_ok=True)
+    first = ev.cached_predictions(run_dir, data)
+    assert (run_dir / "predictions-test.npz").is_file()
+    assert first.images is not None and first.images.shape == (8, 32, 32)
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("predicted again")
+
+    monkeypatch.setattr(ev, "predict_split", fail)
+    again = ev.cached_predictions(run_dir, data)
+    assert np.array_equal(again.probs, first.probs) and again.paths == first.paths and again.classes == first.classes
+    monkeypatch.undo()
+    ckpt = run_dir / "best.pt"
+    st = ckpt.stat()
+    import os
+
+    os.utime(ckpt, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # "retrained": the key changes
+    calls = []
+    real = ev.predict_split
+    monkeypatch.setattr(ev, "predict_split", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ev.cached_predictions(run_dir, data)
+    assert calls == [1]
