@@ -23,10 +23,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from .data import CXRData, scan
+    from .data import CXRData
 
-    full = scan(args.data_dir, progress=not args.json and sys.stderr.isatty())
-    data = CXRData.load(full.root, fast=False, seed=args.seed, progress=False)
+    data = CXRData.load(args.data_dir, fast=False, seed=args.seed, progress=not args.json and sys.stderr.isatty())
     summary = data.summary()
     if args.write_split:
         data.write_split(args.write_split)

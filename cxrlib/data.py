@@ -825,9 +825,9 @@ class CXRData:
             paths=[r.path for r in self.records],
         )
 
-    def summary(self, *, full_scan: ScanResult | None = None) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
         """A JSON-ready description (what ``cxr data --json`` prints)."""
-        scan_ = full_scan or self.scan
+        scan_ = self.scan
         return {
             "root": str(scan_.root),
             "classes": scan_.classes,
