@@ -259,16 +259,10 @@ def predict_proba(model: nn.Module, loader: DataLoader, device: torch.device, *,
 
 def basic_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Accuracy and macro one-vs-rest AUC (over the classes present in ``labels``)."""
-    from sklearn.metrics import roc_auc_score
+    from .evaluate import macro_auc  # evaluate imports this module: import on use
 
     acc = float((probs.argmax(1) == labels).mean()) if len(labels) else float("nan")
-    present = np.unique(labels)
-    aucs = []
-    for c in present:
-        y = labels == c
-        if 0 < y.sum() < len(y):
-            aucs.append(roc_auc_score(y, probs[:, c]))
-    return {"accuracy": acc, "macro_auc": float(np.mean(aucs)) if aucs else float("nan")}
+    return {"accuracy": acc, "macro_auc": macro_auc(probs, labels)}
 
 
 # --------------------------------------------------------------------------- the loop
