@@ -191,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", choices=["resnet18", "resnet34", "resnet50"])
     p.add_argument("--pretrained", choices=["auto", "yes", "no"])
     p.add_argument("--seed", type=int)
-    p.add_argument("--region", choices=["full"], help="image region the model sees (default full)")
+    p.add_argument("--region", choices=["full", "hide-lungs", "lungs-only"],  # = cxrlib.transforms.REGIONS
+                   help="what the model sees: the whole image (default), the image with the lungs blacked out, "
+                        "or only the lungs; the lung region is the data's masks, else the central-chest box")
     p.add_argument("--resume", action="store_true", help="continue RUN from its last.pt")
     p.add_argument("--max-minutes", type=_positive_float, help="stop before an epoch would pass this budget")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -71,6 +71,7 @@ from tqdm.auto import tqdm
 
 from .config import CLASS_NAMES, CXRError, Settings, cache_dir, get_settings, resolve_data_dir
 from .imaging import UnreadableImageError, decode, is_image_file, read_gray, resize_gray
+from .transforms import REGIONS, apply_region
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 
@@ -85,6 +86,13 @@ PIPELINE_VERSION = 1
 NEAR_DUP_MAX_BITS = 10
 NEAR_DUP_MIN_CORR = 0.97
 THUMB_SIZE = 32
+
+#: The central-chest box used as the lung region when the data has no lung masks:
+#: (top, bottom, left, right) as fractions of the image side. On a well-framed PA film it
+#: covers both lungs and the heart but not the shoulders, neck, corner markers or the
+#: area below the diaphragm. It is a box, not a lung outline: it also holds the
+#: mediastinum, and on a badly framed film it misses part of a lung.
+CHEST_BOX = (0.10, 0.85, 0.12, 0.88)
 
 _CLASS_ALIASES = {
     "covid": "COVID",
@@ -624,6 +632,17 @@ class PixelCache:
                 continue
 
 
+# --------------------------------------------------------------------------- lung regions
+
+
+def central_chest_box(size: int) -> np.ndarray:
+    """A ``(size, size)`` boolean mask of :data:`CHEST_BOX`."""
+    top, bottom, left, right = (round(f * size) for f in CHEST_BOX)
+    mask = np.zeros((size, size), dtype=bool)
+    mask[top:bottom, left:right] = True
+    return mask
+
+
 # --------------------------------------------------------------------------- torch dataset
 
 
@@ -634,6 +653,11 @@ class CXRDataset(Dataset):
     the transform, ``image`` is a :class:`torchvision.tv_tensors.Image` of shape
     ``(1, size, size)`` and dtype ``uint8``; the mask is a ``tv_tensors.Mask`` of the same
     shape (0 or 255), so geometric transforms move image and mask together.
+
+    ``region`` (``hide-lungs`` or ``lungs-only``, see :func:`cxrlib.transforms.apply_region`)
+    blacks out part of each image before the transform; ``lung_regions`` is then a boolean
+    array, one ``(size, size)`` region per pixel row (indexed like ``pixels``) or one
+    region for all images.
     """
 
     def __init__(
@@ -646,7 +670,15 @@ class CXRDataset(Dataset):
         masks: np.ndarray | None = None,
         classes: Sequence[str] = CLASS_NAMES,
         paths: Sequence[str] | None = None,
+        region: str = "full",
+        lung_regions: np.ndarray | None = None,
     ) -> None:
+        if region not in REGIONS:
+            raise CXRError(f"unknown region {region!r}; choose from {', '.join(REGIONS)}")
+        if region != "full" and lung_regions is None:
+            raise CXRError(f"region {region!r} needs lung regions")
+        self.region = region
+        self.lung_regions = None if lung_regions is None else np.asarray(lung_regions, dtype=bool)
         self.pixels = pixels
         self.labels = np.asarray(labels, dtype=np.int64)
         self.indices = np.arange(len(pixels)) if indices is None else np.asarray(indices, dtype=np.int64)
@@ -665,7 +697,12 @@ class CXRDataset(Dataset):
 
     def __getitem__(self, item: int) -> tuple[Any, ...]:
         i = int(self.indices[item])
-        image = tv_tensors.Image(torch.from_numpy(np.array(self.pixels[i]))[None])
+        pixels = np.array(self.pixels[i])  # a copy: the cache is read-only
+        if self.region != "full":
+            assert self.lung_regions is not None
+            inside = self.lung_regions[i] if self.lung_regions.ndim == 3 else self.lung_regions
+            pixels = apply_region(pixels, inside, self.region)
+        image = tv_tensors.Image(torch.from_numpy(pixels)[None])
         label = int(self.labels[i])
         if self.masks is None:
             if self.transform is not None:
@@ -799,6 +836,27 @@ class CXRData:
             return None
         return PixelCache(self.root, self.records, size or self.settings.img_size, kind="masks").load(progress=progress)
 
+    @property
+    def region_source(self) -> str:
+        """Where :meth:`lung_regions` come from: ``masks`` or ``chest box``."""
+        return "masks" if self.has_masks else "chest box"
+
+    def lung_regions(self, size: int | None = None, *, source: str | None = None,
+                     progress: bool = True) -> np.ndarray:  # fmt: skip
+        """Boolean lung regions at ``size`` px: ``(n, size, size)`` from the data's masks,
+        or one ``(size, size)`` :func:`central_chest_box` for all images when the data has
+        no masks (or ``source="chest box"`` asks for the box)."""
+        size = size or self.settings.img_size
+        source = source or self.region_source
+        if source not in ("masks", "chest box"):
+            raise CXRError(f"unknown lung region source {source!r}; choose masks or chest box")
+        if source == "masks":
+            masks = self.masks(size, progress=progress)
+            if masks is None:
+                raise CXRError(f"{self.root} has no lung masks")
+            return np.asarray(masks) > 127
+        return central_chest_box(size)
+
     def dataset(
         self,
         split: str,
@@ -806,15 +864,22 @@ class CXRData:
         size: int | None = None,
         transform: Callable[..., Any] | None = None,
         with_masks: bool | None = None,
+        region: str = "full",
+        region_source: str | None = None,
         progress: bool = True,
     ) -> CXRDataset:
         """A :class:`CXRDataset` over one split (``train``, ``valid``, ``test`` or ``all``).
 
         Masks are included when the data has them (``with_masks=None``) or on request.
+        ``region`` blacks out the lungs (``hide-lungs``) or all but the lungs
+        (``lungs-only``), with :meth:`lung_regions` from ``region_source``.
         """
         want_masks = self.has_masks if with_masks is None else with_masks
         if want_masks and not self.has_masks:
             raise CXRError("this dataset has no lung masks")
+        regions = None
+        if region != "full":
+            regions = self.lung_regions(size, source=region_source, progress=progress)
         return CXRDataset(
             self.pixels(size, progress=progress),
             self.labels(),
@@ -823,6 +888,8 @@ class CXRData:
             masks=self.masks(size, progress=progress) if want_masks else None,
             classes=self.classes,
             paths=[r.path for r in self.records],
+            region=region,
+            lung_regions=regions,
         )
 
     def summary(self) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from torch.utils.data import DataLoader
 
 from .config import CXRError, DataNotFoundError, cache_dir, resolve_data_dir
 from .train import LoadedModel, load_model, pick_device, predict_proba
+from .transforms import apply_region
 
 COVID = "COVID"
 
@@ -217,9 +219,38 @@ def predict_split(
         images = pixels if len(chosen) == len(records) else pixels[chosen]
     else:  # cache only the images needed, not the whole database
         images = PixelCache(root, [records[i] for i in chosen], size).load(progress=progress)
+    images = region_inputs(loaded, images, root, [records[i].path for i in chosen])
+    if loaded.preprocessing.region != "full":
+        notes.append(f"region {loaded.preprocessing.region}: the images are blacked out as in training "
+                     f"(lung region from the {loaded.preprocessing.region_source})")  # fmt: skip
     probs = predict_images(loaded, images, device=device, batch_size=batch_size, progress=progress)
     return Predictions(probs, labels, list(loaded.classes), [records[i].path for i in chosen], str(root),
                        np.array(images) if keep_images else None, notes)  # fmt: skip
+
+
+def region_inputs(loaded: LoadedModel, images: np.ndarray, root: str | os.PathLike[str] | None = None,
+                  paths: Sequence[str] | None = None) -> np.ndarray:  # fmt: skip
+    """``uint8`` images ``(n, size, size)`` as the model saw them in training: unchanged
+    for a ``full`` model; with the lungs (``hide-lungs``) or all but the lungs
+    (``lungs-only``) blacked out otherwise, the lung region coming from where it came from
+    in training (the masks beside the images, ``<Class>/masks/<name>`` under ``root``, or
+    the central-chest box)."""
+    from .data import central_chest_box
+    from .explain import lung_masks_for
+
+    prep = loaded.preprocessing
+    if prep.region == "full" or len(images) == 0:
+        return images
+    size = prep.img_size
+    if prep.region_source == "masks":
+        masks = lung_masks_for(root or "", list(paths or []), size) if paths is not None else None
+        if masks is None:
+            raise CXRError(f"this model was trained with region {prep.region} from lung masks, and these images "
+                           "have no masks beside them (<Class>/masks/<name>)")  # fmt: skip
+        inside: np.ndarray = masks > 127
+    else:
+        inside = central_chest_box(size)
+    return apply_region(np.asarray(images), inside, prep.region)
 
 
 def cached_predictions(
@@ -325,9 +356,16 @@ def predict_files(
         except (UnreadableImageError, OSError) as err:
             errors.append((str(p), str(err) or type(err).__name__))
             continue
+        small = resize_gray(gray, size)
+        if loaded.preprocessing.region != "full":
+            try:
+                small = region_inputs(loaded, small[None], paths=[str(path.resolve())])[0]
+            except CXRError as err:
+                errors.append((str(p), str(err)))
+                continue
         good.append(str(p))
         originals.append(gray)  # kept for the overlays
-        resized.append(resize_gray(gray, size))
+        resized.append(small)
         if cam_dir is None:
             originals[-1] = resized[-1]  # no need to keep the full-size image
     if not good:
@@ -434,9 +472,11 @@ def bootstrap_ci(
     seed: int = 0,
     alpha: float = 0.05,
     estimates: dict[str, float] | None = None,
+    per_class: bool = False,
 ) -> dict[str, list[float]]:
     """Stratified percentile-bootstrap ``1 - alpha`` intervals for accuracy, macro AUC and
-    COVID sensitivity.
+    COVID sensitivity; with ``per_class``, also ``sensitivity:<class>`` for every class
+    present.
 
     Each resample draws, *within each true class*, as many images as that class has, with
     replacement: class sizes stay fixed, as in a test set built with 100 per class.
@@ -463,6 +503,9 @@ def bootstrap_ci(
             out["macro_auc"] = np.mean([_binary_auc(probs[idx, c], y == c) for c in present], axis=0)
         if covid is not None:
             out["covid_sensitivity"] = (pred[:, y == covid] == covid).mean(axis=1)
+        if per_class:
+            for c in present:
+                out[f"sensitivity:{classes[c]}"] = (pred[:, y == c] == c).mean(axis=1)
         return out
 
     collected: dict[str, list[np.ndarray]] = {}
@@ -475,7 +518,10 @@ def bootstrap_ci(
     point = {k: float(v[0]) for k, v in stats(np.concatenate(strata)[None]).items()}
     point.update(estimates or {})
     out = {}
-    for name in ("accuracy", "macro_auc", "covid_sensitivity"):
+    names = ["accuracy", "macro_auc", "covid_sensitivity"]
+    if per_class:
+        names += [f"sensitivity:{classes[c]}" for c in present]
+    for name in names:
         if name not in collected or not math.isfinite(point.get(name, float("nan"))):
             out[name] = [float("nan"), float("nan")]
             continue

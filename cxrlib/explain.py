@@ -25,10 +25,10 @@ Methods, selectable by name (:data:`CAM_METHODS`):
 Every map is at input resolution and scaled to 0..1 per image (a map with no positive
 evidence is all zeros).
 
-Lung region: :func:`lung_region` uses the data's lung masks when present; otherwise a
-documented central-chest box (rows 10 %-85 %, columns 12 %-88 % of the image), which on a
-well-framed PA film covers both lungs and the heart but not the shoulders, neck, corner
-markers or the area below the diaphragm.
+Lung region: :func:`lung_region` uses the data's lung masks when present; otherwise the
+documented central-chest box :data:`cxrlib.data.CHEST_BOX` (rows 10 %-85 %, columns
+12 %-88 % of the image), which on a well-framed PA film covers both lungs and the heart
+but not the shoulders, neck, corner markers or the area below the diaphragm.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sig
 from torch import nn
 
 from .config import CXRError
+from .data import CHEST_BOX, central_chest_box
 from .models import cam_target_layer
 
 
@@ -66,10 +67,6 @@ CAM_METHODS: dict[str, type] = {
     "eigencam": SignedEigenCAM,
 }
 
-#: The central-chest box used when the data has no lung masks: (top, bottom, left, right)
-#: as fractions of the image side.
-CHEST_BOX = (0.10, 0.85, 0.12, 0.88)
-
 #: The ResNet's parts from the output down, for the cascading randomization.
 TOP_DOWN = ("fc", "layer4", "layer3", "layer2", "layer1", "conv1")
 
@@ -80,14 +77,6 @@ def map_size(size: int) -> int:
     for _ in range(5):
         size = (size + 1) // 2
     return size
-
-
-def central_chest_box(size: int) -> np.ndarray:
-    """A ``(size, size)`` boolean mask of :data:`CHEST_BOX`."""
-    top, bottom, left, right = (round(f * size) for f in CHEST_BOX)
-    mask = np.zeros((size, size), dtype=bool)
-    mask[top:bottom, left:right] = True
-    return mask
 
 
 def _grad_off(module: nn.Module, args: tuple[Any, ...]) -> None:

@@ -42,16 +42,17 @@ from .config import CXRError, runs_dir
 from .models import ARCHITECTURES, build_model, set_backbone_trainable
 from .transforms import (
     IMAGENET_NORMALIZATION,
+    REGIONS,
     AugmentConfig,
     Normalization,
     Preprocessing,
+    apply_region,
     data_normalization,
     eval_transform,
     train_transform,
 )
 
 CHECKPOINT_FORMAT = 1
-REGIONS = ("full",)
 
 
 @dataclass(frozen=True)
@@ -364,14 +365,29 @@ def train(
         model, pretrained_used = build_model(config.arch, len(classes), pretrained=config.pretrained)  # type: ignore[arg-type]
     for w in caught:
         say(f"warning: {w.message}")
-    norm = IMAGENET_NORMALIZATION if pretrained_used else data_normalization(pixels, train_idx)
-    preprocessing = Preprocessing(config.img_size, norm, config.region)
+    # the lung region (chapter 7): the data's masks, else the central-chest box
+    region_source = data.region_source if config.region != "full" else None
+    regions = data.lung_regions(config.img_size, progress=False) if region_source else None
+    if pretrained_used:
+        norm = IMAGENET_NORMALIZATION
+    elif regions is None:
+        norm = data_normalization(pixels, train_idx)
+    else:  # statistics of what the model sees, i.e. after blacking out
+        sample = np.sort(train_idx[:: max(1, len(train_idx) // 2000)])
+        seen = apply_region(np.asarray(pixels[sample]), None if regions is None else
+                            (regions[sample] if regions.ndim == 3 else regions), config.region)  # fmt: skip
+        norm = data_normalization(seen)
+    preprocessing = Preprocessing(config.img_size, norm, config.region, region_source)
+    if region_source:
+        say(f"region: {config.region}, lung region from the {region_source}")
 
     from .data import CXRDataset
 
     labels = data.labels()
-    train_set = CXRDataset(pixels, labels, train_idx, transform=train_transform(norm, config.augment), classes=classes)
-    valid_set = CXRDataset(pixels, labels, valid_idx, transform=eval_transform(norm), classes=classes)
+    train_set = CXRDataset(pixels, labels, train_idx, transform=train_transform(norm, config.augment), classes=classes,
+                           region=config.region, lung_regions=regions)  # fmt: skip
+    valid_set = CXRDataset(pixels, labels, valid_idx, transform=eval_transform(norm), classes=classes,
+                           region=config.region, lung_regions=regions)  # fmt: skip
 
     # channels_last is faster for convolutions on CUDA and on recent CPU builds alike
     model = model.to(dev, memory_format=torch.channels_last)

@@ -26,6 +26,13 @@ Normalization: with ImageNet weights the gray image is normalized with the luma 
 ImageNet statistics (mean 0.449, std 0.226), matching the first convolution whose RGB
 filters were summed into one gray filter (see :mod:`cxrlib.models`); without pretrained
 weights, with the mean and standard deviation of the training images.
+
+Regions (chapter 7): a model can be trained on the whole image (``full``), with the lung
+region blacked out (``hide-lungs``), or with everything but the lung region blacked out
+(``lungs-only``). :func:`apply_region` does this on the ``uint8`` pixels *before* any
+augmentation, so the blacked-out image is what the model sees, augmented like any film.
+Where the lung region comes from is :mod:`cxrlib.data`'s business (masks or the
+central-chest box).
 """
 
 from __future__ import annotations
@@ -33,9 +40,38 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+
+#: What the model may see: see the module docstring.
+REGIONS = ("full", "hide-lungs", "lungs-only")
+
+#: How each region is called in tables and figures.
+REGION_LABELS: dict[str, str] = {"full": "full image", "hide-lungs": "lungs hidden", "lungs-only": "lungs only"}
+
+
+def apply_region(pixels: np.ndarray, inside: np.ndarray | None, region: str) -> np.ndarray:
+    """``uint8`` pixels ``(..., H, W)`` with the lung region (``hide-lungs``) or everything
+    outside it (``lungs-only``) set to 0; ``full`` returns the pixels unchanged.
+
+    ``inside`` is a boolean lung region broadcastable to ``pixels`` (one mask per image,
+    or one ``(H, W)`` mask for all). Black is the value a detector never reaches inside a
+    body, so the hidden part carries no information at all.
+    """
+    if region not in REGIONS:
+        raise ValueError(f"unknown region {region!r}; choose from {', '.join(REGIONS)}")
+    if region == "full":
+        return pixels
+    if inside is None:
+        raise ValueError(f"region {region!r} needs a lung region")
+    inside = np.asarray(inside, dtype=bool)
+    if inside.shape[-2:] != pixels.shape[-2:]:
+        raise ValueError(f"the lung region is {inside.shape[-2:]} but the images are {pixels.shape[-2:]}")
+    keep = ~inside if region == "hide-lungs" else inside
+    return np.where(keep, pixels, np.zeros((), dtype=pixels.dtype)).astype(pixels.dtype, copy=False)
+
 
 #: ImageNet mean/std (RGB) collapsed to gray with ITU-R 601 luma weights.
 IMAGENET_GRAY_MEAN = 0.299 * 0.485 + 0.587 * 0.456 + 0.114 * 0.406
@@ -103,8 +139,6 @@ IMAGENET_NORMALIZATION = Normalization(IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, "i
 
 def data_normalization(pixels: Any, indices: Any = None, *, max_images: int = 2000) -> Normalization:
     """Mean and std of (up to ``max_images`` of) the training images, on the 0..1 scale."""
-    import numpy as np
-
     idx = np.arange(len(pixels)) if indices is None else np.asarray(indices)
     idx = idx[:: max(1, len(idx) // max_images)]
     sample = np.asarray(pixels[np.sort(idx)], dtype=np.float64) / 255.0
@@ -189,14 +223,19 @@ class Preprocessing:
     img_size: int
     normalization: Normalization
     region: str = "full"
+    #: where the lung region came from when ``region`` is not ``full``: ``masks`` (the
+    #: data's lung masks) or ``chest box`` (:data:`cxrlib.data.CHEST_BOX`)
+    region_source: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    _FIELDS = ("img_size", "normalization", "region", "region_source")
 
     def to_dict(self) -> dict[str, Any]:
         return {"img_size": self.img_size, "normalization": self.normalization.to_dict(), "region": self.region,
-                **self.extra}  # fmt: skip
+                "region_source": self.region_source, **self.extra}  # fmt: skip
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Preprocessing:
         norm = Normalization(**values["normalization"])
-        extra = {k: v for k, v in values.items() if k not in ("img_size", "normalization", "region")}
-        return cls(int(values["img_size"]), norm, values.get("region", "full"), extra)
+        extra = {k: v for k, v in values.items() if k not in cls._FIELDS}
+        return cls(int(values["img_size"]), norm, values.get("region", "full"), values.get("region_source"), extra)

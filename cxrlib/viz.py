@@ -354,3 +354,70 @@ def plot_inside_fraction(frame: Any, *, area: float, region: str = "central-ches
     sns.despine(ax=ax)
     fig.tight_layout()
     return fig
+
+
+def plot_region_examples(images: Any, regions: Any, titles: Sequence[str]) -> Figure:
+    """One row per image: the full image, the lungs hidden, only the lungs (chapter 7).
+
+    ``images``: ``uint8`` ``(n, H, W)``; ``regions``: boolean lung regions, one per image
+    or one for all; ``titles``: one per row.
+    """
+    from .transforms import REGION_LABELS, REGIONS, apply_region
+
+    images = np.asarray(images)
+    regions = np.broadcast_to(np.asarray(regions, dtype=bool), images.shape)
+    fig, axes = plt.subplots(len(images), len(REGIONS), figsize=(2.3 * len(REGIONS), 2.3 * len(images)), squeeze=False)
+    for row, (image, region, title) in enumerate(zip(images, regions, titles)):
+        for col, name in enumerate(REGIONS):
+            _show_gray(axes[row, col], apply_region(image, region, name), REGION_LABELS[name] if row == 0 else None)
+        axes[row, 0].text(-0.06, 0.5, title, transform=axes[row, 0].transAxes, rotation=90, ha="right",
+                          va="center", fontsize=9)  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
+def plot_region_comparison(table: Any, *, ax: Any = None) -> Figure:
+    """Estimates with 95 % intervals per measure (rows) and region (colours): the table
+    of :func:`cxrlib.trust.region_table`."""
+    from .transforms import REGION_LABELS
+
+    measures = list(dict.fromkeys(table["measure"]))
+    regions = list(dict.fromkeys(table["region"]))
+    colors = {"full": "#444444", "hide-lungs": "#d62728", "lungs-only": "#1f77b4"}
+    fig, ax = _figure(ax, figsize=(7.5, 0.55 * len(measures) + 1.2))
+    step = 0.8 / max(1, len(regions))
+    for k, region in enumerate(regions):
+        part = table[table["region"] == region].set_index("measure").reindex(measures)
+        y = np.arange(len(measures)) - 0.4 + step * (k + 0.5)
+        est = part["estimate"].to_numpy(dtype=float)
+        err = np.vstack([est - part["low"].to_numpy(dtype=float), part["high"].to_numpy(dtype=float) - est])
+        ax.errorbar(est, y, xerr=err, fmt="o", color=colors.get(region, "gray"), capsize=3, markersize=4,
+                    label=REGION_LABELS.get(region, region))  # fmt: skip
+    ax.set_yticks(np.arange(len(measures)), measures)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.02)
+    ax.set_xlabel("estimate with 95 % bootstrap interval")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_dark_share(frame: Any, threshold: float | None = None, *, ax: Any = None) -> Figure:
+    """Per class, the share of black pixels outside the chest box (``frame`` columns
+    ``class`` and ``dark share``), with a rule's threshold if given."""
+    import seaborn as sns
+
+    order = [c for c in CLASS_COLORS if c in set(frame["class"])]
+    fig, ax = _figure(ax, figsize=(7, 3.0))
+    sns.stripplot(data=frame, x="dark share", y="class", order=order, hue="class", hue_order=order,
+                  palette=class_palette(order), size=2.5, alpha=0.6, jitter=0.3, ax=ax, legend=False)  # fmt: skip
+    if threshold is not None:
+        ax.axvline(threshold, linestyle="--", color="black")
+        ax.text(threshold, -0.6, f" threshold {threshold:.2f}", fontsize=8, va="bottom")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel("share of black pixels outside the central-chest box")
+    ax.set_ylabel("")
+    sns.despine(ax=ax)
+    fig.tight_layout()
+    return fig
