@@ -5,7 +5,7 @@ One concept per module: :mod:`~cxrlib.config` (where things are, fast mode),
 datasets), :mod:`~cxrlib.train` (training runs), :mod:`~cxrlib.evaluate` (predictions,
 metrics, intervals, calibration), :mod:`~cxrlib.explain` (class activation maps),
 :mod:`~cxrlib.widgets` (the prediction explorer), :mod:`~cxrlib.viz` (figures),
-:mod:`~cxrlib.cli` (the ``cxr`` command).
+:mod:`~cxrlib.trust` (shortcut and leakage experiments), :mod:`~cxrlib.cli` (the ``cxr`` command).
 Importing the package has no side effects; submodules are imported on use.
 """
 

@@ -86,12 +86,12 @@ def region_table(
     from .evaluate import bootstrap_ci, cached_predictions, class_metrics, macro_auc
 
     rows: list[dict[str, Any]] = []
-    reference: list[str] | None = None
+    reference: tuple[str, list[str]] | None = None
     for region, run in runs.items():
         pred = cached_predictions(run, data_dir, split=split)
         if reference is None:
-            reference = list(pred.paths)
-        elif list(pred.paths) != reference:
+            reference = (pred.root, list(pred.paths))
+        elif (pred.root, list(pred.paths)) != reference:
             raise CXRError(f"the {region} run was evaluated on other images than the first run; "
                            "train the variants with the same data, split and seed")  # fmt: skip
         per_class = class_metrics(pred.probs, pred.labels, pred.classes)
@@ -253,6 +253,9 @@ def background_rule(data: CXRData, target: str = "Lung_Opacity", *, size: int = 
     fpr, tpr, thresholds = roc_curve(y_fit, share[fit])
     best = int(np.argmax(tpr - fpr))  # Youden's J on the fitting split only
     threshold = float(min(thresholds[best], 1.0))
+    below = share[fit][share[fit] < threshold]
+    if len(below):  # halfway to the next score down: a margin on both sides, as a human would draw it
+        threshold = (threshold + float(below.max())) / 2
     flagged = share[test] >= threshold
     frame = pd.DataFrame({"class": labels, "split": assignment, "dark share": share})
     return BackgroundRule(target, threshold, float(roc_auc_score(y_fit, share[fit])),

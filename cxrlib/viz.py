@@ -398,7 +398,7 @@ def plot_region_comparison(table: Any, *, ax: Any = None) -> Figure:
     ax.set_xlim(0, 1.02)
     ax.set_xlabel("estimate with 95 % bootstrap interval")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8, frameon=False)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(regions), fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
 

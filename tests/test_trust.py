@@ -1,0 +1,270 @@
+"""Regions (``--region``) and the trust experiments of chapter 7."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxrlib import trust
+from cxrlib.cli import build_parser, main
+from cxrlib.config import CXRError
+from cxrlib.data import CHEST_BOX, CXRData, CXRDataset, central_chest_box
+from cxrlib.evaluate import predict_files, predict_images, predict_split
+from cxrlib.train import load_model, train
+from cxrlib.transforms import REGIONS, apply_region
+
+from conftest import CANONICAL, build_dataset, pattern, save
+from tinyrun import TINY
+
+# --------------------------------------------------------------------------- pixels
+
+
+def test_apply_region_hides_and_keeps() -> None:
+    pixels = np.arange(1, 17, dtype=np.uint8).reshape(4, 4)
+    inside = np.zeros((4, 4), bool)
+    inside[1:3, 1:3] = True
+    assert apply_region(pixels, inside, "full") is pixels
+    hidden = apply_region(pixels, inside, "hide-lungs")
+    only = apply_region(pixels, inside, "lungs-only")
+    assert hidden.dtype == np.uint8 and only.dtype == np.uint8
+    assert (hidden[inside] == 0).all() and (hidden[~inside] == pixels[~inside]).all()
+    assert (only[~inside] == 0).all() and (only[inside] == pixels[inside]).all()
+    assert (hidden + only == pixels).all()  # the two variants split the image
+    batch = np.stack([pixels, pixels + 1])
+    assert (apply_region(batch, inside, "hide-lungs")[:, inside] == 0).all()  # one region for all
+    with pytest.raises(ValueError, match="unknown region"):
+        apply_region(pixels, inside, "lungs")
+    with pytest.raises(ValueError, match="is \\(3, 3\\)"):
+        apply_region(pixels, inside[:3, :3], "hide-lungs")
+
+
+def test_chest_box_matches_its_fractions() -> None:
+    box = central_chest_box(100)
+    rows, cols = np.nonzero(box)
+    top, bottom, left, right = CHEST_BOX
+    assert (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1) == (round(top * 100), round(bottom * 100),
+                                                                        round(left * 100), round(right * 100))  # fmt: skip
+    assert box.sum() == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)  # a full rectangle
+
+
+def test_cli_region_choices_are_the_library_regions() -> None:
+    train_parser = build_parser()._subparsers._group_actions[0].choices["train"]  # type: ignore[union-attr]
+    region = next(a for a in train_parser._actions if a.dest == "region")
+    assert tuple(region.choices) == REGIONS
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+@pytest.fixture
+def masked_data(tmp_path: Path) -> Path:
+    return build_dataset(tmp_path / "masked", dict.fromkeys(CANONICAL, 6), masks=True).path
+
+
+@pytest.fixture
+def plain_data(tmp_path: Path) -> Path:
+    return build_dataset(tmp_path / "plain", dict.fromkeys(CANONICAL, 12), size=40).path
+
+
+def test_lung_regions_come_from_masks_or_the_box(masked_data: Path, plain_data: Path) -> None:
+    with_masks = CXRData.load(masked_data, progress=False, valid_size=4, test_size=4)
+    assert with_masks.region_source == "masks"
+    regions = with_masks.lung_regions(32, progress=False)
+    assert regions.shape == (len(with_masks.records), 32, 32) and regions.dtype == bool
+    assert (regions == (with_masks.masks(32, progress=False) > 127)).all()
+    assert (with_masks.lung_regions(32, source="chest box") == central_chest_box(32)).all()
+
+    without = CXRData.load(plain_data, progress=False, valid_size=8, test_size=8)
+    assert without.region_source == "chest box"
+    assert (without.lung_regions(32) == central_chest_box(32)).all()
+    with pytest.raises(CXRError, match="no lung masks"):
+        without.lung_regions(32, source="masks")
+
+
+def test_region_datasets_black_out_the_right_pixels(masked_data: Path) -> None:
+    data = CXRData.load(masked_data, progress=False, valid_size=4, test_size=4)
+    regions = data.lung_regions(32, progress=False)
+    pixels = data.pixels(32, progress=False)
+    for region in REGIONS:
+        ds = data.dataset("all", size=32, with_masks=False, region=region, progress=False)
+        for k in (0, 5, len(ds) - 1):
+            image = np.asarray(ds[k][0])[0]
+            assert (image == apply_region(pixels[k], regions[k], region)).all()
+            if region == "hide-lungs":
+                assert (image[regions[k]] == 0).all() and (image[~regions[k]] == pixels[k][~regions[k]]).all()
+            if region == "lungs-only":
+                assert (image[~regions[k]] == 0).all()
+    with pytest.raises(CXRError, match="needs lung regions"):
+        CXRDataset(pixels, data.labels(), region="hide-lungs")
+
+
+# --------------------------------------------------------------------------- training and prediction
+
+
+def test_train_records_region_and_prediction_applies_it(plain_data: Path, tmp_path: Path) -> None:
+    config = replace(TINY, region="hide-lungs", epochs=1)
+    train(config, tmp_path / "run", data_dir=plain_data, progress=False, log=lambda m: None)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["train"]["region"] == "hide-lungs"
+    loaded = load_model(tmp_path / "run" / "best.pt")
+    assert (loaded.preprocessing.region, loaded.preprocessing.region_source) == ("hide-lungs", "chest box")
+
+    pred = predict_split(tmp_path / "run", split="test", keep_images=True)
+    assert pred.images is not None
+    box = central_chest_box(32)
+    assert (pred.images[:, box] == 0).all(), "the model must see the images blacked out as in training"
+    assert any("region hide-lungs" in n for n in pred.notes)
+    np.testing.assert_allclose(pred.probs, predict_images(loaded, pred.images), atol=1e-6)
+
+    # nothing inside the box can change the prediction of a hide-lungs model
+    rng = np.random.default_rng(0)
+    base = pattern(5, 40)
+    other = base.copy()
+    inner = np.zeros((40, 40), bool)
+    inner[6:32, 7:33] = True  # well inside the box at 40 px (and at 32 px after resizing)
+    other[inner] = rng.integers(0, 256, int(inner.sum()))
+    a = save(tmp_path / "a.png", base)
+    b = save(tmp_path / "b.png", other)
+    c = save(tmp_path / "c.png", 255 - base)
+    preds, errors = predict_files(tmp_path / "run", [a, b, c])
+    assert errors == []
+    pa, pb, pc = (np.array(list(p.probabilities.values())) for p in preds)
+    np.testing.assert_allclose(pa, pb, atol=1e-6)
+    assert np.abs(pa - pc).max() > 1e-6  # ...while the outside does
+
+
+def test_masks_model_needs_masks_for_new_files(masked_data: Path, tmp_path: Path) -> None:
+    config = replace(TINY, region="lungs-only", epochs=1, valid_size=4, test_size=4)
+    train(config, tmp_path / "run", data_dir=masked_data, progress=False, log=lambda m: None)
+    loaded = load_model(tmp_path / "run" / "best.pt")
+    assert loaded.preprocessing.region_source == "masks"
+    pred = predict_split(tmp_path / "run", split="test", keep_images=True)
+    data = CXRData.load(masked_data, progress=False, valid_size=4, test_size=4)
+    masks = data.lung_regions(32, progress=False)
+    rows = [next(i for i, r in enumerate(data.records) if r.path == p) for p in pred.paths]
+    assert pred.images is not None and all((img[~masks[r]] == 0).all() for img, r in zip(pred.images, rows))
+
+    image_with_mask = masked_data / "COVID-19_Radiography_Dataset" / pred.paths[0]
+    loose = save(tmp_path / "loose.png", pattern(9))
+    preds, errors = predict_files(tmp_path / "run", [image_with_mask, loose])
+    assert [p.path for p in preds] == [str(image_with_mask)]
+    assert len(errors) == 1 and errors[0][0] == str(loose) and "no masks" in errors[0][1]
+
+
+def test_cli_train_region(plain_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["train", "--data", str(plain_data), "--out", str(tmp_path / "run"), "--preset", "fast",
+               "--img-size", "32", "--epochs", "1", "--pretrained", "no", "--region", "lungs-only", "--quiet"])  # fmt: skip
+    assert rc == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["region"] == "lungs-only"
+    assert "lung region from the chest box" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--data", str(plain_data), "--out", str(tmp_path / "r2"), "--region", "lungs"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "invalid choice" in err
+
+
+# --------------------------------------------------------------------------- experiments
+
+
+def test_region_table_and_wide_table(plain_data: Path, tmp_path: Path) -> None:
+    runs = {}
+    for region in ("full", "hide-lungs"):
+        runs[region] = tmp_path / region
+        train(replace(TINY, region=region, epochs=1), runs[region], data_dir=plain_data, progress=False,
+              log=lambda m: None)  # fmt: skip
+    table = trust.region_table(runs, n_resamples=200)
+    assert set(table["region"]) == {"full", "hide-lungs"}
+    measures = ["accuracy", "macro AUC"] + [f"sensitivity {c}" for c in CANONICAL]
+    assert list(table[table["region"] == "full"]["measure"]) == measures
+    assert (table["low"] <= table["estimate"]).all() and (table["estimate"] <= table["high"]).all()
+    assert ((table["low"] >= 0) & (table["high"] <= 1)).all()
+    pred = predict_split(runs["hide-lungs"], split="test")
+    row = table[(table["region"] == "hide-lungs") & (table["measure"] == "accuracy")].iloc[0]
+    assert row["estimate"] == pytest.approx(float(pred.correct.mean())) and row["n"] == len(pred)
+
+    wide = trust.wide_table(table)
+    assert list(wide.columns) == ["full image", "lungs hidden"] and list(wide.index) == measures
+    lo, hi = float(row["low"]), float(row["high"])
+    assert wide.loc["accuracy", "lungs hidden"] == f"{row['estimate']:.2f} [{lo:.2f}, {hi:.2f}]"
+
+    other = build_dataset(tmp_path / "other", dict.fromkeys(CANONICAL, 12), size=40, seed=7).path
+    train(replace(TINY, epochs=1), tmp_path / "elsewhere", data_dir=other, progress=False, log=lambda m: None)
+    with pytest.raises(CXRError, match="other images"):
+        trust.region_table({"full": runs["full"], "hide-lungs": tmp_path / "elsewhere"}, n_resamples=10)
+
+
+def test_cam_inside_and_blackout_shift(plain_data: Path, tmp_path: Path) -> None:
+    # 64 px: a 2x2 last map (at 32 px it is 1x1, and a map of one cell says nothing)
+    train(replace(TINY, img_size=64, epochs=2), tmp_path / "run", data_dir=plain_data, progress=False,
+          log=lambda m: None)  # fmt: skip
+    result = trust.cam_inside(tmp_path / "run")
+    n = len(result.frame)
+    assert result.cams.shape == (n, 64, 64) and result.source == "chest box"
+    assert result.area == pytest.approx(central_chest_box(64).mean())
+    inside = result.frame["inside"].to_numpy()
+    finite = np.isfinite(inside)
+    assert finite.sum() >= n // 2
+    assert ((inside[finite] >= 0) & (inside[finite] <= 1)).all()
+    energy = result.cams.astype(np.float64).sum(axis=(1, 2))
+    assert (np.isfinite(inside) == (energy > 0)).all()  # an all-zero map has no inside share
+    expected = (result.cams.astype(np.float64) * central_chest_box(64)).sum(axis=(1, 2))[finite] / energy[finite]
+    np.testing.assert_allclose(inside[finite], expected, rtol=1e-9)
+    ranked = result.most_outside(3)
+    assert inside[ranked[0]] == np.nanmin(inside)
+    table = trust.inside_by_class(result, n_resamples=100)
+    assert set(table.index) <= set(CANONICAL) and table["n"].sum() == finite.sum()
+    assert ((table["low"] <= table["mean inside"]) & (table["mean inside"] <= table["high"])).all()
+
+    shift = trust.blackout_shift(tmp_path / "run")
+    assert list(shift.index.get_level_values("when").unique()) == ["before", "after"]
+    np.testing.assert_allclose(shift.sum(axis=1).to_numpy(), 1.0)
+    with pytest.raises(CXRError, match="hide-lungs or lungs-only"):
+        trust.blackout_shift(tmp_path / "run", region="full")
+
+
+def test_background_rule_finds_a_black_background(tmp_path: Path) -> None:
+    ds = build_dataset(tmp_path / "bg", dict.fromkeys(CANONICAL, 12), size=40)
+    for rel in ds.files["Lung_Opacity"]:  # "segmented": black outside a central box
+        path = ds.root / rel
+        pixels = np.asarray(Image.open(path).convert("L")).copy()
+        pixels[~central_chest_box(40)] = 0
+        Image.fromarray(pixels).save(path)
+    data = CXRData.load(ds.path, progress=False, valid_size=8, test_size=8)
+    rule = trust.background_rule(data, size=32)
+    assert rule.train_auc == 1.0 and rule.test_auc == 1.0
+    assert rule.test_sensitivity == 1.0 and rule.test_specificity == 1.0
+    shares = rule.frame.groupby("class")["dark share"].min()
+    assert shares["Lung_Opacity"] > 0.8 and rule.frame.query("`class` != 'Lung_Opacity'")["dark share"].max() < 0.5
+    with pytest.raises(CXRError, match="no class"):
+        trust.background_rule(data, target="Pneumothorax")
+
+
+def test_dark_share_counts_only_outside() -> None:
+    images = np.full((2, 10, 10), 200, np.uint8)
+    images[0, :2] = 0  # 20 black pixels in rows 0-1
+    region = np.zeros((10, 10), bool)
+    region[:1] = True  # row 0 is "inside"
+    np.testing.assert_allclose(trust.dark_share(images), [0.2, 0.0])
+    np.testing.assert_allclose(trust.dark_share(images, region), [10 / 90, 0.0])
+
+
+def test_naive_split_leakage_counts_spread_groups(tmp_path: Path) -> None:
+    from conftest import near_copy
+
+    ds = build_dataset(tmp_path / "dups", dict.fromkeys(CANONICAL, 10), size=48)
+    for k, rel in enumerate(ds.files["COVID"][:4]):
+        base = np.asarray(Image.open(ds.root / rel).convert("L"))
+        ds.files["COVID"].append(near_copy(ds.root / f"COVID/images/dup-{k}.png", base, "jpeg", seed=k)
+                                 .relative_to(ds.root).as_posix())  # fmt: skip
+    data = CXRData.load(ds.path, progress=False, valid_size=8, test_size=8)
+    result = trust.naive_split_leakage(data, seeds=range(10))
+    assert result["groups"] == 4 and result["images"] == 8
+    assert result["grouped_split"] == 0
+    assert 0 <= result["naive_min"] <= result["naive_mean"] <= result["naive_max"] <= 4
+    assert result["naive_max"] >= 1  # with 16 of 44 images held out, some pair gets torn apart
