@@ -30,7 +30,7 @@ ifdef CXR_DATA_DIR
 export CXR_DATA_DIR := $(abspath $(CXR_DATA_DIR))
 endif
 
-.PHONY: install widgets-js book browser-test student test unit notebooks lab nb-refs strip clean
+.PHONY: install widgets-js book browser-test student test unit lab nb-refs strip clean
 
 install: $(STAMP)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import statistics
 import time
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -78,6 +79,18 @@ def bench_training(data: Any, *, img_size: int = 128, batch_size: int = 32, step
     }  # fmt: skip
 
 
+def time_explorer_steps(explorer: Any, indices: Sequence[int]) -> list[float]:
+    """Milliseconds of each ``explorer.step(i)`` for ``i`` in ``indices``; the CAM cache is
+    cleared before every step, so each one computes its map as a new image would."""
+    times = []
+    for index in indices:
+        explorer.clear_cache()
+        start = time.perf_counter()
+        explorer.step(int(index))
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
 def bench_explorer(data: Any, *, img_size: int = 224, steps: int = 30, warmup: int = 3, arch: str = "resnet18",
                    method: str = "gradcam") -> dict[str, Any]:  # fmt: skip
     """Milliseconds per explorer step (median and 95th percentile over ``steps``)."""
@@ -107,13 +120,7 @@ def bench_explorer(data: Any, *, img_size: int = 224, steps: int = 30, warmup: i
     paths = [data.records[i].path for i in chosen]
     explorer = Explorer(loaded, Predictions(probs, labels, list(data.classes), paths, str(data.root), images),
                         method=method)  # fmt: skip
-    times = []
-    for k in range(warmup + steps):
-        explorer.clear_cache()  # every step computes its CAM, even when there are few images
-        t0 = time.perf_counter()
-        explorer.step(k % len(images))
-        if k >= warmup:
-            times.append((time.perf_counter() - t0) * 1000)
+    times = time_explorer_steps(explorer, [k % len(images) for k in range(warmup + steps)])[warmup:]
     explorer.close()
     return {
         "explorer_ms_p50": round(float(np.percentile(times, 50)), 1),

@@ -678,7 +678,10 @@ class CXRDataset(Dataset):
         if region != "full" and lung_regions is None:
             raise CXRError(f"region {region!r} needs lung regions")
         self.region = region
-        self.lung_regions = None if lung_regions is None else np.asarray(lung_regions, dtype=bool)
+        self.lung_regions = None
+        if lung_regions is not None:  # one region for all images: a read-only view, no copies
+            regions = np.asarray(lung_regions, dtype=bool)
+            self.lung_regions = np.broadcast_to(regions, (len(pixels), *regions.shape[-2:]))
         self.pixels = pixels
         self.labels = np.asarray(labels, dtype=np.int64)
         self.indices = np.arange(len(pixels)) if indices is None else np.asarray(indices, dtype=np.int64)
@@ -698,10 +701,8 @@ class CXRDataset(Dataset):
     def __getitem__(self, item: int) -> tuple[Any, ...]:
         i = int(self.indices[item])
         pixels = np.array(self.pixels[i])  # a copy: the cache is read-only
-        if self.region != "full":
-            assert self.lung_regions is not None
-            inside = self.lung_regions[i] if self.lung_regions.ndim == 3 else self.lung_regions
-            pixels = apply_region(pixels, inside, self.region)
+        if self.lung_regions is not None:
+            pixels = apply_region(pixels, self.lung_regions[i], self.region)
         image = tv_tensors.Image(torch.from_numpy(pixels)[None])
         label = int(self.labels[i])
         if self.masks is None:
@@ -843,9 +844,9 @@ class CXRData:
 
     def lung_regions(self, size: int | None = None, *, source: str | None = None,
                      progress: bool = True) -> np.ndarray:  # fmt: skip
-        """Boolean lung regions at ``size`` px: ``(n, size, size)`` from the data's masks,
-        or one ``(size, size)`` :func:`central_chest_box` for all images when the data has
-        no masks (or ``source="chest box"`` asks for the box)."""
+        """Boolean lung regions at ``size`` px, ``(n, size, size)``: the data's masks, or
+        :func:`central_chest_box` (a read-only view repeating one box) when the data has no
+        masks or ``source="chest box"`` asks for the box."""
         size = size or self.settings.img_size
         source = source or self.region_source
         if source not in ("masks", "chest box"):
@@ -855,7 +856,7 @@ class CXRData:
             if masks is None:
                 raise CXRError(f"{self.root} has no lung masks")
             return np.asarray(masks) > 127
-        return central_chest_box(size)
+        return np.broadcast_to(central_chest_box(size), (len(self.records), size, size))
 
     def dataset(
         self,
@@ -865,21 +866,18 @@ class CXRData:
         transform: Callable[..., Any] | None = None,
         with_masks: bool | None = None,
         region: str = "full",
-        region_source: str | None = None,
         progress: bool = True,
     ) -> CXRDataset:
         """A :class:`CXRDataset` over one split (``train``, ``valid``, ``test`` or ``all``).
 
         Masks are included when the data has them (``with_masks=None``) or on request.
         ``region`` blacks out the lungs (``hide-lungs``) or all but the lungs
-        (``lungs-only``), with :meth:`lung_regions` from ``region_source``.
+        (``lungs-only``), with :meth:`lung_regions`.
         """
         want_masks = self.has_masks if with_masks is None else with_masks
         if want_masks and not self.has_masks:
             raise CXRError("this dataset has no lung masks")
-        regions = None
-        if region != "full":
-            regions = self.lung_regions(size, source=region_source, progress=progress)
+        regions = self.lung_regions(size, progress=progress) if region != "full" else None
         return CXRDataset(
             self.pixels(size, progress=progress),
             self.labels(),

@@ -243,7 +243,7 @@ def region_inputs(loaded: LoadedModel, images: np.ndarray, root: str | os.PathLi
         return images
     size = prep.img_size
     if prep.region_source == "masks":
-        masks = lung_masks_for(root or "", list(paths or []), size) if paths is not None else None
+        masks = lung_masks_for(root or "", paths or [], size)
         if masks is None:
             raise CXRError(f"this model was trained with region {prep.region} from lung masks, and these images "
                            "have no masks beside them (<Class>/masks/<name>)")  # fmt: skip

@@ -46,7 +46,6 @@ from .transforms import (
     AugmentConfig,
     Normalization,
     Preprocessing,
-    apply_region,
     data_normalization,
     eval_transform,
     train_transform,
@@ -370,13 +369,8 @@ def train(
     regions = data.lung_regions(config.img_size, progress=False) if region_source else None
     if pretrained_used:
         norm = IMAGENET_NORMALIZATION
-    elif regions is None:
-        norm = data_normalization(pixels, train_idx)
-    else:  # statistics of what the model sees, i.e. after blacking out
-        sample = np.sort(train_idx[:: max(1, len(train_idx) // 2000)])
-        seen = apply_region(np.asarray(pixels[sample]), None if regions is None else
-                            (regions[sample] if regions.ndim == 3 else regions), config.region)  # fmt: skip
-        norm = data_normalization(seen)
+    else:
+        norm = data_normalization(pixels, train_idx, region=config.region, lung_regions=regions)
     preprocessing = Preprocessing(config.img_size, norm, config.region, region_source)
     if region_source:
         say(f"region: {config.region}, lung region from the {region_source}")

@@ -137,11 +137,17 @@ class Normalization:
 IMAGENET_NORMALIZATION = Normalization(IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, "imagenet")
 
 
-def data_normalization(pixels: Any, indices: Any = None, *, max_images: int = 2000) -> Normalization:
-    """Mean and std of (up to ``max_images`` of) the training images, on the 0..1 scale."""
+def data_normalization(pixels: Any, indices: Any = None, *, max_images: int = 2000, region: str = "full",
+                       lung_regions: np.ndarray | None = None) -> Normalization:  # fmt: skip
+    """Mean and std of (up to ``max_images`` of) the training images, on the 0..1 scale,
+    as the model sees them: after :func:`apply_region` when ``region`` is not ``full``
+    (``lung_regions`` indexed like ``pixels``)."""
     idx = np.arange(len(pixels)) if indices is None else np.asarray(indices)
-    idx = idx[:: max(1, len(idx) // max_images)]
-    sample = np.asarray(pixels[np.sort(idx)], dtype=np.float64) / 255.0
+    idx = np.sort(idx[:: max(1, len(idx) // max_images)])
+    sample = np.asarray(pixels[idx])
+    if region != "full":
+        sample = apply_region(sample, None if lung_regions is None else lung_regions[idx], region)
+    sample = sample.astype(np.float64) / 255.0
     return Normalization(float(sample.mean()), float(sample.std() or 1.0), "data")
 
 

@@ -94,17 +94,19 @@ def region_table(
         elif (pred.root, list(pred.paths)) != reference:
             raise CXRError(f"the {region} run was evaluated on other images than the first run; "
                            "train the variants with the same data, split and seed")  # fmt: skip
-        per_class = class_metrics(pred.probs, pred.labels, pred.classes)
-        ci = bootstrap_ci(pred.probs, pred.labels, pred.classes, n_resamples=n_resamples, seed=seed, per_class=True)
-        estimates = {"accuracy": float(pred.correct.mean()), "macro AUC": macro_auc(pred.probs, pred.labels)}
-        intervals = {"accuracy": ci["accuracy"], "macro AUC": ci["macro_auc"]}
-        for cls, m in per_class.items():
-            estimates[f"sensitivity {cls}"] = m["sensitivity"]
-            intervals[f"sensitivity {cls}"] = ci[f"sensitivity:{cls}"]
-        for measure, value in estimates.items():
-            lo, hi = intervals[measure]
-            rows.append({"region": region, "measure": measure, "estimate": value,
-                         "low": min(lo, value), "high": max(hi, value), "n": len(pred)})  # fmt: skip
+        # the names of bootstrap_ci, and how the table calls them
+        estimates = {"accuracy": float(pred.correct.mean()), "macro_auc": macro_auc(pred.probs, pred.labels)}
+        names = {"accuracy": "accuracy", "macro_auc": "macro AUC"}
+        for cls, m in class_metrics(pred.probs, pred.labels, pred.classes).items():
+            estimates[f"sensitivity:{cls}"] = m["sensitivity"]
+            names[f"sensitivity:{cls}"] = f"sensitivity {cls}"
+        # intervals widened to their estimates by bootstrap_ci itself
+        ci = bootstrap_ci(pred.probs, pred.labels, pred.classes, n_resamples=n_resamples, seed=seed,
+                          estimates=estimates, per_class=True)  # fmt: skip
+        for key, value in estimates.items():
+            lo, hi = ci[key]
+            rows.append({"region": region, "measure": names[key], "estimate": value, "low": lo, "high": hi,
+                         "n": len(pred)})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -134,6 +136,11 @@ class CamInside:
     source: str  # "masks" or "chest box"
 
     @property
+    def region_label(self) -> str:
+        """The lung region in words, for titles and axis labels."""
+        return "lung masks" if self.source == "masks" else "central-chest box"
+
+    @property
     def area(self) -> float:
         """Share of the image the lung region covers: the inside share of a uniform map."""
         return float(self.regions.mean())
@@ -147,12 +154,10 @@ class CamInside:
 def lung_regions_for(root: str | os.PathLike[str], paths: Sequence[str], size: int) -> tuple[np.ndarray, str]:
     """The lung region of each image ``(n, size, size)``: its mask (``<Class>/masks/``)
     when every image has one, else the central-chest box; and which of the two it is."""
-    from .explain import lung_masks_for
+    from .explain import lung_masks_for, lung_region
 
     masks = lung_masks_for(root, paths, size)
-    if masks is not None:
-        return masks > 127, "masks"
-    return np.broadcast_to(central_chest_box(size), (len(paths), size, size)), "chest box"
+    return lung_region(masks, len(paths), size), "masks" if masks is not None else "chest box"
 
 
 def cam_inside(
@@ -174,7 +179,7 @@ def cam_inside(
         raise CXRError(f"target must be predicted or true, not {target!r}")
     pred = cached_predictions(run, data_dir, split=split)
     assert pred.images is not None
-    loaded = load_model(Path(run) / "best.pt" if Path(run).is_dir() else run)
+    loaded = load_model(run)
     targets = pred.predicted if target == "predicted" else pred.labels
     cams = compute_cams(loaded.model, model_input(loaded, pred.images), targets.tolist(), method, batch_size)
     regions, source = lung_regions_for(pred.root, pred.paths, pred.images.shape[-1])
@@ -278,7 +283,7 @@ def blackout_shift(run: str | os.PathLike[str], data_dir: str | os.PathLike[str]
         raise CXRError(f"region must be hide-lungs or lungs-only, not {region!r}")
     pred = cached_predictions(run, data_dir, split=split)
     assert pred.images is not None
-    loaded = load_model(Path(run) / "best.pt" if Path(run).is_dir() else run)
+    loaded = load_model(run)
     if loaded.preprocessing.region != "full":
         raise CXRError("blackout_shift needs a model trained on full images")
     regions, _ = lung_regions_for(pred.root, pred.paths, pred.images.shape[-1])

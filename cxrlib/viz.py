@@ -223,13 +223,18 @@ def plot_roc(curves: dict[str, tuple[Any, Any, float]], *, ax: Any = None) -> Fi
     for name, (fpr, tpr, auc) in curves.items():
         ax.plot(fpr, tpr, color=CLASS_COLORS.get(name), label=f"{name} (AUC {auc:.3f})", linewidth=2)
     ax.plot([0, 1], [0, 1], ":", color="gray", label="chance")
-    ax.set_xlabel("false positive rate (1 - specificity)")
-    ax.set_ylabel("true positive rate (sensitivity)")
-    ax.set_title("ROC, one class against the rest")
-    ax.legend(loc="lower right", frameon=False, fontsize=9)
-    ax.set_aspect("equal")
-    fig.tight_layout()
+    _finish_roc(ax, "ROC, one class against the rest", "true positive rate (sensitivity)", legend_size=9)
     return fig
+
+
+def _finish_roc(ax: Any, title: str, ylabel: str, *, legend_size: float) -> None:
+    """Axis labels, title, legend and square aspect shared by the ROC-style figures."""
+    ax.set_xlabel("false positive rate (1 - specificity)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc="lower right", frameon=False, fontsize=legend_size)
+    ax.set_aspect("equal")
+    ax.figure.tight_layout()
 
 
 def plot_reliability(curves: dict[str, dict[str, Any]], *, ax: Any = None) -> Figure:
@@ -253,10 +258,9 @@ def plot_reliability(curves: dict[str, dict[str, Any]], *, ax: Any = None) -> Fi
 def plot_operating_point(pred: Any, op: dict[str, Any], *, ax: Any = None) -> Figure:
     """The COVID-vs-rest ROC curve on test, with the threshold chosen on validation
     (:func:`cxrlib.evaluate.operating_point`) and the plain arg-max rule marked."""
-    from sklearn.metrics import roc_curve
+    from .evaluate import roc_curves
 
-    c = pred.classes.index("COVID")
-    fpr, tpr, _ = roc_curve(pred.labels == c, pred.probs[:, c])
+    fpr, tpr, _ = roc_curves(pred)["COVID"]
     fig, ax = _figure(ax, figsize=(5, 4.6))
     ax.plot(fpr, tpr, color=CLASS_COLORS["COVID"], linewidth=2, label="COVID against the rest (test)")
     chosen, argmax = op["test"], op["test_argmax"]
@@ -264,12 +268,7 @@ def plot_operating_point(pred: Any, op: dict[str, Any], *, ax: Any = None) -> Fi
             label=f"p(COVID) ≥ {op['threshold']:.3f} (chosen on validation)")  # fmt: skip
     ax.plot(1 - argmax["specificity"], argmax["sensitivity"], "s", markersize=9, color="gray", label="arg-max rule")
     ax.axhline(op["target_sensitivity"], linestyle=":", color="gray")
-    ax.set_xlabel("false positive rate (1 - specificity)")
-    ax.set_ylabel("sensitivity")
-    ax.set_title("Screening operating point")
-    ax.legend(loc="lower right", frameon=False, fontsize=8)
-    ax.set_aspect("equal")
-    fig.tight_layout()
+    _finish_roc(ax, "Screening operating point", "sensitivity", legend_size=8)
     return fig
 
 

@@ -108,9 +108,6 @@ def jpeg_bytes(pixels: np.ndarray, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
-NEAR_KINDS = ("noise", "jpeg", "resize")
-
-
 def near_copy(path: Path, base: np.ndarray, kind: str, seed: int = 0) -> Path:
     """Write a near-duplicate of ``base``: +-2 brightness noise, JPEG quality 90, or a
     resize by 4 pixels. Returns the path written (the suffix is ``.jpg`` for ``jpeg``)."""

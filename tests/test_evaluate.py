@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -280,8 +281,9 @@ def test_evaluate_errors(run: tuple[Path, Path], tmp_path: Path, capsys: pytest.
     assert capsys.readouterr().err.strip().count("\n") == 0
 
 
-def test_cached_predictions(run: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    run_dir, data = run
+def test_cached_predictions(run: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # a copy: this test "retrains" the run (changes its mtime), and the shared run is read-only
+    run_dir, data = Path(shutil.copytree(run[0], tmp_path / "run")), run[1]
     (run_dir / "predictions-test.npz").unlink(missing_ok=True)
     first = ev.cached_predictions(run_dir, data)
     assert (run_dir / "predictions-test.npz").is_file()

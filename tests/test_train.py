@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +19,10 @@ import torch
 
 from cxrlib.cli import main
 from cxrlib.config import CXRError
-from cxrlib.train import TrainConfig, load_checkpoint, load_model, preset, train
+from cxrlib.train import load_checkpoint, load_model, preset, train
 
 from conftest import CANONICAL, build_dataset
-
-# A configuration small enough for a few seconds per run on 2 cores.
-TINY = TrainConfig(preset="test", img_size=32, epochs=3, batch_size=8, lr=3e-3, valid_size=8, test_size=8,
-                   pretrained="no", seed=3)  # fmt: skip
+from tinyrun import TINY, tiny_run
 
 
 @pytest.fixture
@@ -46,9 +44,9 @@ def test_train_writes_run_folder(tiny_data: Path, tmp_path: Path) -> None:
     assert result.stopped == "completed"
 
 
-def test_checkpoint_alone_can_predict(tiny_data: Path, tmp_path: Path) -> None:
-    train(TINY, tmp_path / "run", data_dir=tiny_data, progress=False, log=lambda m: None)
-    loaded = load_model(tmp_path / "run")
+def test_checkpoint_alone_can_predict(tmp_path_factory: pytest.TempPathFactory) -> None:
+    run_dir, _ = tiny_run(tmp_path_factory)  # TINY on 12 images per class, trained once per session
+    loaded = load_model(run_dir)
     assert loaded.classes == ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
     assert loaded.preprocessing.img_size == 32
     image = torch.zeros(1, 32, 32, dtype=torch.uint8)
@@ -56,7 +54,7 @@ def test_checkpoint_alone_can_predict(tiny_data: Path, tmp_path: Path) -> None:
         logits = loaded.model(loaded.transform(image)[None])
     assert logits.shape == (1, 4)
     # plain torch.load with weights_only=True must work: no pickled code inside
-    raw = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    raw = torch.load(run_dir / "last.pt", weights_only=True)
     assert raw["epoch"] == 2 and "optimizer" in raw and "rng" in raw and "scheduler" in raw
 
 
@@ -112,7 +110,7 @@ _KILL_SCRIPT = textwrap.dedent(
 
 
 def test_kill_and_resume_matches_uninterrupted(tiny_data: Path, tmp_path: Path) -> None:
-    cfg = TrainConfig(**{**TINY.to_dict(), "augment": TINY.augment, "epochs": 4})
+    cfg = replace(TINY, epochs=4)
     reference = train(cfg, tmp_path / "straight", data_dir=tiny_data, progress=False, log=lambda m: None)
 
     fields = {k: v for k, v in cfg.to_dict().items() if k != "augment"}
@@ -141,7 +139,7 @@ def test_resume_without_run_fails_cleanly(tmp_path: Path) -> None:
 
 
 def test_time_budget_stops_between_epochs(tiny_data: Path, tmp_path: Path) -> None:
-    cfg = TrainConfig(**{**TINY.to_dict(), "augment": TINY.augment, "epochs": 50, "max_minutes": 1e-4})
+    cfg = replace(TINY, epochs=50, max_minutes=1e-4)
     result = train(cfg, tmp_path / "run", data_dir=tiny_data, progress=False, log=lambda m: None)
     assert result.stopped == "time-budget"
     assert len(result.history) == 1  # the first epoch always runs, then the budget stops it
@@ -222,11 +220,11 @@ def test_ensure_run_trains_once_then_reuses(tiny_data: Path, tmp_path: Path, mon
     from cxrlib.train import ensure_run
 
     monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path / "runs"))
-    cfg = TrainConfig(**{**TINY.to_dict(), "augment": TINY.augment, "epochs": 1})
+    cfg = replace(TINY, epochs=1)
     first = ensure_run(cfg, "reuse", data_dir=tiny_data, progress=False, log=lambda m: None)
     stamp = (first / "best.pt").stat().st_mtime_ns
     second = ensure_run(cfg, "reuse", data_dir=tiny_data, progress=False, log=lambda m: None)
     assert second == first and (second / "best.pt").stat().st_mtime_ns == stamp
-    changed = TrainConfig(**{**cfg.to_dict(), "augment": cfg.augment, "seed": 4})
+    changed = replace(cfg, seed=4)
     ensure_run(changed, "reuse", data_dir=tiny_data, progress=False, log=lambda m: None)
     assert (first / "best.pt").stat().st_mtime_ns != stamp  # another config retrains

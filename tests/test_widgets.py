@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +35,7 @@ PROBS = np.array([
 @pytest.fixture
 def explorer() -> Explorer:
     torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        net, _ = build_model("resnet18", 4, pretrained="no")
+    net, _ = build_model("resnet18", 4, pretrained="no")  # "no" never warns
     loaded = LoadedModel(net.eval(), CLASSES, Preprocessing(32, Normalization(0.5, 0.25)),
                          TrainConfig(img_size=32, pretrained="no"), 0, {})  # fmt: skip
     images = np.stack([pattern(i, 32) for i in range(6)])
