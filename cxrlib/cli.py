@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from .config import CXRError
+from .models import ARCHITECTURES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,14 +58,14 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import PRESETS, TrainConfig, preset, train
+    from .train import PRESETS, TrainConfig, describe_outcome, preset, train
 
     if args.resume:
         config = TrainConfig()  # replaced by the run's own config.json
     else:
         config = preset(args.preset, epochs=args.epochs, img_size=args.img_size, batch_size=args.batch_size,
                         arch=args.arch, pretrained=args.pretrained, seed=args.seed, max_minutes=args.max_minutes,
-                        region=args.region)  # fmt: skip
+                        region=args.region, epoch_images=args.epoch_images)  # fmt: skip
     assert args.preset in PRESETS
     result = train(config, args.out, data_dir=args.data, resume=args.resume, progress=not args.quiet,
                    log=lambda msg: print(msg, file=sys.stderr))  # fmt: skip
@@ -72,6 +73,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"run: {result.run_dir} ({result.stopped}); best epoch {best.get('epoch', -1) + 1}: "
           f"valid accuracy {best.get('valid_accuracy', float('nan')):.4f}, "
           f"valid macro AUC {best.get('valid_macro_auc', float('nan')):.4f}")
+    print(describe_outcome(result.run_dir))
     return 0
 
 
@@ -188,9 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int)
     p.add_argument("--img-size", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int)
-    p.add_argument("--arch", choices=["resnet18", "resnet34", "resnet50"])
+    p.add_argument("--arch", choices=list(ARCHITECTURES))
+    p.add_argument("--epoch-images", type=_positive_int, help="images drawn per epoch (default: the preset's)")
     p.add_argument("--pretrained", choices=["auto", "yes", "no"])
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="seed of the weights, augmentation and draws (the split stays fixed)")
     p.add_argument("--region", choices=["full", "hide-lungs", "lungs-only"],  # = cxrlib.transforms.REGIONS
                    help="what the model sees: the whole image (default), the image with the lungs blacked out, "
                         "or only the lungs; the lung region is the data's masks, else the central-chest box")
@@ -199,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("evaluate", help="metrics with 95% intervals for a trained run")
+    p = sub.add_parser("evaluate", help="metrics with 95%% intervals for a trained run")
     p.add_argument("run", help="run folder (uses its best.pt) or a checkpoint file")
     p.add_argument("--data", metavar="DIR", help="dataset folder (default: CXR_DATA_DIR, then kagglehub)")
     p.add_argument("--split", choices=["test", "valid", "all"], default="test",

@@ -205,7 +205,7 @@ def predict_split(
                 and Path(saved_root).resolve() == find_dataset_root(root)[0])  # fmt: skip
         if split_file is not None and not same:
             notes.append("this is not the data folder the model was trained on: a fresh split was made")
-        data = CXRData.load(root, fast=cfg.fast_subset, seed=cfg.seed, valid_size=cfg.valid_size,
+        data = CXRData.load(root, fast=cfg.fast_subset, seed=cfg.split_seed, valid_size=cfg.valid_size,
                             test_size=cfg.test_size, split_file=split_file if same else None,
                             progress=progress)  # fmt: skip
         records, chosen, root = data.records, data.indices(split), data.root

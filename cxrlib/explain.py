@@ -1,7 +1,7 @@
 """Class activation maps with pytorch-grad-cam, and checks of what they show.
 
 Target layer: the last block of ``layer4`` of the ResNet (:func:`cxrlib.models.cam_target_layer`),
-the deepest layer with a spatial map (7x7 at 224 px, 4x4 at 112 or 128 px, 2x2 at 64 px:
+the deepest layer with a spatial map (7x7 at 224 px, 5x5 at 160 px, 4x4 at 112 or 128 px, 2x2 at 64 px:
 :func:`map_size`). Deeper
 means more class-specific; earlier layers give sharper but less class-specific maps. The
 same layer is used for ResNet-18, -34 and -50.
@@ -73,7 +73,7 @@ TOP_DOWN = ("fc", "layer4", "layer3", "layer2", "layer1", "conv1")
 
 def map_size(size: int) -> int:
     """Side of the ResNet's last activation map for ``size`` px inputs: five stride-2
-    steps, each rounding up (2 at 64 px, 4 at 112 or 128 px, 7 at 224 px)."""
+    steps, each rounding up (2 at 64 px, 4 at 112 or 128 px, 5 at 160 px, 7 at 224 px)."""
     for _ in range(5):
         size = (size + 1) // 2
     return size

@@ -19,7 +19,7 @@ import torch
 
 from cxrlib.cli import main
 from cxrlib.config import CXRError
-from cxrlib.train import load_checkpoint, load_model, preset, train
+from cxrlib.train import describe_outcome, epoch_positions, load_checkpoint, load_model, preset, run_outcome, train
 
 from conftest import CANONICAL, build_dataset
 from tinyrun import TINY, tiny_run
@@ -228,3 +228,109 @@ def test_ensure_run_trains_once_then_reuses(tiny_data: Path, tmp_path: Path, mon
     changed = replace(cfg, seed=4)
     ensure_run(changed, "reuse", data_dir=tiny_data, progress=False, log=lambda m: None)
     assert (first / "best.pt").stat().st_mtime_ns != stamp  # another config retrains
+
+
+# --------------------------------------------------------------------------- the budgeted schedule
+
+
+def test_balanced_epochs_draw_each_class_equally_and_walk_through_every_image() -> None:
+    labels = np.array([0] * 50 + [1] * 7 + [2] * 20)
+    first = epoch_positions(labels, 30, seed=1, epoch=0)
+    assert np.bincount(labels[first], minlength=3).tolist() == [10, 10, 10]
+    # class 1 has 7 images: 10 draws show all 7 once, then 3 again
+    assert set(first[labels[first] == 1]) == set(np.flatnonzero(labels == 1))
+    # class 0 has 50: five epochs of 10 show each of them exactly once
+    drawn = np.concatenate([epoch_positions(labels, 30, seed=1, epoch=e) for e in range(5)])
+    assert sorted(drawn[labels[drawn] == 0].tolist()) == list(range(50))
+    # a pure function of (labels, size, seed, epoch): what resuming relies on
+    assert np.array_equal(first, epoch_positions(labels, 30, seed=1, epoch=0))
+    assert not np.array_equal(first, epoch_positions(labels, 30, seed=2, epoch=0))
+
+
+def test_unbalanced_epoch_is_a_shuffled_pass() -> None:
+    labels = np.array([0] * 50 + [1] * 7)
+    one = epoch_positions(labels, 57, seed=0, epoch=3, balanced=False)
+    assert sorted(one.tolist()) == list(range(57))
+    with pytest.raises(CXRError):
+        epoch_positions(labels, 0, seed=0, epoch=0)
+
+
+def test_schedule_does_not_depend_on_the_size_of_the_data(tmp_path: Path) -> None:
+    small = build_dataset(tmp_path / "small", dict.fromkeys(CANONICAL, 12), size=40).path
+    large = build_dataset(tmp_path / "large", {**dict.fromkeys(CANONICAL, 12), "Normal": 60}, size=40).path
+    cfg = replace(TINY, epochs=2, epoch_images=24)
+    for name, data in (("small", small), ("large", large)):
+        train(cfg, tmp_path / name / "run", data_dir=data, progress=False, log=lambda m: None)
+    schedules = [json.loads((tmp_path / n / "run" / "config.json").read_text())["schedule"] for n in ("small", "large")]
+    assert schedules[0] == schedules[1] == {"epochs": 2, "epoch_images": 24, "steps": 6, "images": 48}
+    outcome = run_outcome(tmp_path / "large" / "run")
+    assert outcome["stopped"] == "completed" and outcome["schedule_completed"] is True
+    assert describe_outcome(tmp_path / "large" / "run").startswith(
+        "The schedule completed: 2 of 2 epochs, 48 images (24 class-balanced draws per epoch)")
+
+
+def test_time_cap_is_recorded_in_config_and_history(tiny_data: Path, tmp_path: Path) -> None:
+    cfg = replace(TINY, epochs=50, max_minutes=1e-4)
+    train(cfg, tmp_path / "run", data_dir=tiny_data, progress=False, log=lambda m: None)
+    outcome = run_outcome(tmp_path / "run")
+    assert outcome["stopped"] == "time-budget" and outcome["schedule_completed"] is False
+    assert (outcome["epochs_done"], outcome["epochs_planned"]) == (1, 50)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history[-1]["stopped"] == "time-budget"
+    sentence = describe_outcome(tmp_path / "run")
+    assert "time cap stopped this run after 1 of 50 epochs" in sentence and "--resume" in sentence
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_ema_is_what_best_pt_holds_and_resumes_exactly(tiny_data: Path, tmp_path: Path, optimizer: str) -> None:
+    cfg = replace(TINY, epochs=3, ema_decay=0.9, optimizer=optimizer, lr=3e-3 if optimizer == "adamw" else 0.05)
+    train(cfg, tmp_path / "straight", data_dir=tiny_data, progress=False, log=lambda m: None)
+    last = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    best = torch.load(tmp_path / "straight" / "best.pt", weights_only=True)
+    assert "ema" in last and "ema" not in best
+    averaged = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
+    if best["epoch"] == last["epoch"]:  # best.pt holds the average, not the raw weights
+        assert all(torch.equal(best["model"][k], averaged[k]) for k in best["model"])
+        assert not all(torch.equal(best["model"][k], last["model"][k]) for k in best["model"])
+    history = json.loads((tmp_path / "straight" / "history.json").read_text())
+    assert {"valid_accuracy_raw", "valid_macro_auc_raw"} <= set(history[0])
+    # stop after epoch 2 (the time cap) and resume: the same weights and average as straight through
+    capped = replace(cfg, max_minutes=1e-4)
+    train(capped, tmp_path / "resumed", data_dir=tiny_data, progress=False, log=lambda m: None)
+    saved = json.loads((tmp_path / "resumed" / "config.json").read_text())
+    saved["train"]["max_minutes"] = None
+    (tmp_path / "resumed" / "config.json").write_text(json.dumps(saved))
+    train(cfg, tmp_path / "resumed", resume=True, progress=False, log=lambda m: None)
+    again = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
+    assert all(torch.equal(last["model"][k], again["model"][k]) for k in last["model"])
+    assert all(torch.equal(last["ema"][k], again["ema"][k]) for k in last["ema"])
+    assert run_outcome(tmp_path / "resumed")["stopped"] == "completed"
+
+
+def test_bad_recipe_fields_are_one_line_errors() -> None:
+    with pytest.raises(CXRError, match="optimizer"):
+        preset("cpu", optimizer="lion")
+    with pytest.raises(CXRError, match="epoch-images"):
+        preset("cpu", epoch_images=0)
+    with pytest.raises(CXRError, match="ema_decay"):
+        preset("cpu", ema_decay=1.5)
+
+
+def test_cpu_preset_is_a_budget_not_a_pass_count() -> None:
+    cpu = preset("cpu")
+    assert cpu.epoch_images and cpu.balanced and cpu.pretrained == "auto"
+    assert cpu.max_minutes is not None and cpu.max_minutes <= 15
+
+
+def test_training_seeds_share_one_split(tiny_data: Path, tmp_path: Path) -> None:
+    """Another seed changes the weights, never which images are validation and test."""
+    for seed in (3, 4):
+        train(replace(TINY, epochs=1, seed=seed), tmp_path / f"s{seed}", data_dir=tiny_data, progress=False,
+              log=lambda m: None)  # fmt: skip
+    assert (tmp_path / "s3" / "split.csv").read_text() == (tmp_path / "s4" / "split.csv").read_text()
+    w3 = torch.load(tmp_path / "s3" / "best.pt", weights_only=True)["model"]
+    w4 = torch.load(tmp_path / "s4" / "best.pt", weights_only=True)["model"]
+    assert not torch.equal(w3["fc.weight"], w4["fc.weight"])
+    other_split = replace(TINY, epochs=1, split_seed=1)
+    train(other_split, tmp_path / "split1", data_dir=tiny_data, progress=False, log=lambda m: None)
+    assert (tmp_path / "split1" / "split.csv").read_text() != (tmp_path / "s3" / "split.csv").read_text()

@@ -1,0 +1,98 @@
+"""The measured recipe runs behind the ``cpu`` preset (chapter 3's table).
+
+``recipe_runs.csv`` (shipped with the package) holds one row per training run made by
+``tools/recipe_runs.py``: a variant of the ``cpu`` preset, a seed, the images shown, the
+seconds, and what the run scored on its **validation** split (400 images of the sample,
+100 per class; the test split was never used to choose anything). Every row carries the
+exact command that made it and the commit it was measured at.
+
+Two variants trained on the same images and validated on the same images are compared
+image by image with McNemar's exact test (:func:`mcnemar`), seed by seed, never by
+overlapping intervals.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest
+
+#: The classes without the sample's segmented-background shortcut: what a recipe is judged by.
+HONEST_CLASSES = ("COVID", "Normal", "Viral Pneumonia")
+
+
+def load_recipe_runs() -> pd.DataFrame:
+    """Every measured run, one row each (see ``tools/recipe_runs.py`` for the columns)."""
+    with resources.files("cxrlib").joinpath("recipe_runs.csv").open() as f:
+        return pd.read_csv(f, dtype={"valid_correct": str, "commit": str})
+
+
+def mcnemar(correct_a: str | np.ndarray, correct_b: str | np.ndarray) -> dict[str, Any]:
+    """McNemar's exact test of two classifiers on the same images.
+
+    ``correct_*``: one 0/1 per image (a string such as ``"0110"`` or a boolean array).
+    Returns the discordant counts (``a_only``: images only A got right) and the two-sided
+    p-value of "both are equally accurate" (a binomial test on the discordant pairs).
+    """
+    a = np.array([c == "1" for c in correct_a]) if isinstance(correct_a, str) else np.asarray(correct_a, bool)
+    b = np.array([c == "1" for c in correct_b]) if isinstance(correct_b, str) else np.asarray(correct_b, bool)
+    if a.shape != b.shape:
+        raise ValueError("McNemar's test needs the two models' results on the same images")
+    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+    p = 1.0 if a_only + b_only == 0 else float(binomtest(a_only, a_only + b_only, 0.5).pvalue)
+    return {"a_only": a_only, "b_only": b_only, "p": p}
+
+
+def recipe_summary(runs: pd.DataFrame | None = None, baseline: str = "base", baseline_epochs: int = 12) -> pd.DataFrame:
+    """One row per variant and budget: its seeds, mean validation numbers over the seeds,
+    minutes, and the paired comparison with ``baseline`` (trained for ``baseline_epochs``,
+    the screening budget) at the same seed: images only one of the two got right, McNemar's
+    p-value per seed, and the :func:`verdict`."""
+    runs = load_recipe_runs() if runs is None else runs
+    ref = runs[(runs.variant == baseline) & (runs.epochs == baseline_epochs)]
+    rows = []
+    for (variant, epochs, images), group in runs.groupby(["variant", "epochs", "epoch_images"], sort=False):
+        paired, tests = [], []
+        is_ref = variant == baseline and epochs == baseline_epochs
+        for _, run in group.iterrows():
+            same_seed = ref[ref.seed == run.seed]
+            if is_ref or same_seed.empty:
+                continue
+            test = mcnemar(run.valid_correct, same_seed.iloc[0].valid_correct)
+            tests.append(test)
+            paired.append(f"seed {run.seed}: +{test['a_only']}/-{test['b_only']} (p={test['p']:.2f})")
+        rows.append({
+            "variant": f"{variant}, {epochs} × {images:,}", "changes": group.changes.iloc[0], "seeds": len(group),
+            "images shown": int(group.images_shown.mean()), "minutes": round(group.seconds.mean() / 60, 1),
+            "accuracy (4 classes)": group.accuracy.mean(), "accuracy (3 classes)": group.accuracy_3class.mean(),
+            "macro AUC": group.macro_auc.mean(), "COVID sensitivity": group.sens_COVID.mean(),
+            "Normal sensitivity": group.sens_Normal.mean(),
+            "Viral Pneumonia sensitivity": group["sens_Viral Pneumonia"].mean(),
+            f"vs {baseline}, per seed": "; ".join(paired),
+            "verdict": "baseline" if is_ref else verdict(tests),
+        })  # fmt: skip
+    return pd.DataFrame(rows).set_index("variant")
+
+
+def verdict(paired: list[dict[str, Any]], alpha: float = 0.05) -> str:
+    """What the per-seed paired tests of a variant against the baseline support.
+
+    ``better``/``worse`` only with two or more seeds that all point the same way, each with
+    a McNemar p-value below ``alpha``; otherwise ``no measurable difference`` (with two seeds of
+    400 images, differences of one or two points are within what seeds alone produce).
+    """
+    if not paired:
+        return "not compared"
+    if len(paired) < 2:
+        return "one seed only: no verdict"
+    wins = [p["a_only"] > p["b_only"] for p in paired]
+    losses = [p["a_only"] < p["b_only"] for p in paired]
+    significant = all(p["p"] < alpha for p in paired)
+    if significant and all(wins):
+        return "better"
+    if significant and all(losses):
+        return "worse"
+    return "no measurable difference"

@@ -1,0 +1,68 @@
+"""The recipe table behind the cpu preset: paired tests, verdicts, the shipped measurements."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxrlib.recipes import HONEST_CLASSES, load_recipe_runs, mcnemar, recipe_summary, verdict
+from cxrlib.train import preset
+
+
+def test_mcnemar_counts_discordant_images_and_gives_the_exact_p() -> None:
+    a = "1" * 80 + "1" * 15 + "0" * 5
+    b = "1" * 80 + "0" * 15 + "1" * 5
+    result = mcnemar(a, b)
+    assert (result["a_only"], result["b_only"]) == (15, 5)
+    assert result["p"] == pytest.approx(0.04138946533203125)  # 2 * P(X <= 5), X ~ Binomial(20, 1/2)
+    assert mcnemar(a, a) == {"a_only": 0, "b_only": 0, "p": 1.0}
+    assert mcnemar(np.array([True, False]), np.array([False, False]))["a_only"] == 1
+    with pytest.raises(ValueError, match="same images"):
+        mcnemar("101", "10")
+
+
+def test_verdict_needs_every_seed_to_agree_and_be_significant() -> None:
+    win = {"a_only": 20, "b_only": 4, "p": 0.001}
+    weak_win = {"a_only": 8, "b_only": 5, "p": 0.58}
+    loss = {"a_only": 3, "b_only": 19, "p": 0.001}
+    assert verdict([win, win]) == "better"
+    assert verdict([loss, loss]) == "worse"
+    assert verdict([win, weak_win]) == "no measurable difference"
+    assert verdict([win, loss]) == "no measurable difference"
+    assert verdict([]) == "not compared"
+    assert verdict([win]) == "one seed only: no verdict"
+
+
+def _run(variant: str, seed: int, epochs: int, correct: str) -> dict[str, object]:
+    acc = correct.count("1") / len(correct)
+    return {"variant": variant, "changes": variant, "seed": seed, "epochs": epochs, "epoch_images": 100,
+            "images_shown": epochs * 100, "seconds": 60, "accuracy": acc, "accuracy_3class": acc, "macro_auc": 0.9,
+            "sens_COVID": acc, "sens_Normal": acc, "sens_Viral Pneumonia": acc, "valid_correct": correct}  # fmt: skip
+
+
+def test_summary_pairs_each_seed_with_the_baseline() -> None:
+    base = "1" * 60 + "0" * 40
+    runs = pd.DataFrame([_run("base", 0, 12, base), _run("base", 1, 12, base),
+                         _run("bigger", 0, 12, "1" * 95 + "0" * 5), _run("bigger", 1, 12, "1" * 90 + "0" * 10)])  # fmt: skip
+    summary = recipe_summary(runs)
+    assert list(summary.index) == ["base, 12 × 100", "bigger, 12 × 100"]
+    assert summary.loc["base, 12 × 100", "verdict"] == "baseline"
+    assert summary.loc["bigger, 12 × 100", "verdict"] == "better"
+    assert summary.loc["bigger, 12 × 100", "accuracy (4 classes)"] == pytest.approx(0.925)
+    assert "seed 0: +35/-0" in summary.loc["bigger, 12 × 100", "vs base, per seed"]
+
+
+def test_the_shipped_table_measures_the_cpu_preset_on_validation() -> None:
+    runs = load_recipe_runs()
+    assert len(runs) >= 2 and set(HONEST_CLASSES) == {"COVID", "Normal", "Viral Pneumonia"}
+    assert runs.command.str.startswith("python tools/recipe_runs.py --variant").all()
+    assert runs.commit.notna().all() and (runs.stopped == "completed").all()
+    assert (runs.valid_correct.str.len() == runs.valid_n).all()
+    for _, run in runs.iterrows():  # the stored counts agree with the stored accuracy
+        assert run.valid_correct.count("1") / run.valid_n == pytest.approx(run.accuracy, abs=1e-4)
+        assert run.accuracy_lo <= run.accuracy <= run.accuracy_hi
+    # every variant has at least two seeds behind it
+    assert (runs.groupby(["variant", "epochs"]).seed.nunique() >= 2).all()
+    cpu = preset("cpu")
+    assert ((runs.variant == "base") & (runs.arch == cpu.arch) & (runs.img_size == cpu.img_size)).any()

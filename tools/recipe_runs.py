@@ -1,0 +1,225 @@
+"""Measure training recipes on the validation split and append them to the recipe table.
+
+Each call trains one variant of the starting recipe (:func:`starting_recipe`: the ``cpu``
+preset's network, image size and schedule, with every augmentation of ``AugmentConfig()``)
+with one seed, then measures it on the
+run's **validation** split (the test split is never looked at: it is what the chapters
+report), and appends one row to ``book/data/recipe_runs.csv``:
+
+* what changed (the variant, its overrides), the seed, the images shown and the seconds;
+* validation accuracy on all four classes and on the three classes without the sample's
+  segmented-background shortcut (COVID, Normal, Viral Pneumonia), with exact
+  (Clopper-Pearson) 95 % intervals;
+* macro AUC with a stratified bootstrap 95 % interval;
+* the sensitivity of each class, with exact intervals;
+* for runs with a weight average (EMA), the raw weights' accuracy at the last epoch;
+* which validation images it got right (``valid_correct``, one 0/1 per image in split
+  order), so two variants can be compared image by image (McNemar's test);
+* the commit and the exact command.
+
+Chapter 3 draws the table; it never retrains it. Usage::
+
+    python tools/recipe_runs.py --variant base --seed 0 --data DIR [--epochs E] [--epoch-images K]
+    python tools/recipe_runs.py --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import binomtest
+
+from cxrlib.evaluate import bootstrap_ci, macro_auc, predict_split
+from cxrlib.train import TrainConfig, load_model, preset, train
+from cxrlib.transforms import AugmentConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE = ROOT / "cxrlib" / "recipe_runs.csv"  # package data: chapter 3 reads it wherever cxrlib is installed
+HONEST = ("COVID", "Normal", "Viral Pneumonia")
+
+_AUG = AugmentConfig()
+def starting_recipe(seed: int) -> TrainConfig:
+    """What every variant changes one thing of: the ``cpu`` preset with the default
+    augmentations (the preset itself is the variant that the measurements chose)."""
+    return replace(preset("cpu", seed=seed), augment=AugmentConfig())
+
+
+#: Each variant: what it changes, as overrides of :func:`starting_recipe`.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "base": {},
+    "resnet18-112px": {"arch": "resnet18", "img_size": 112},
+    "192px": {"img_size": 192},
+    "128px": {"img_size": 128},
+    "sgd-nesterov": {"optimizer": "sgd", "lr": 0.05, "weight_decay": 5e-4},
+    "no-noise-blur": {"augment": replace(_AUG, noise=0.0, blur=0.0)},
+    "no-gamma": {"augment": replace(_AUG, gamma=(1.0, 1.0))},
+    "hflip": {"augment": replace(_AUG, hflip=True)},
+    "no-label-smoothing": {"label_smoothing": 0.0},
+    "not-balanced": {"balanced": False},
+    "no-ema": {"ema_decay": None},
+}
+
+FIELDS = ["variant", "changes", "seed", "arch", "img_size", "epochs", "epoch_images", "images_shown", "seconds",
+          "stopped", "valid_n", "accuracy", "accuracy_lo", "accuracy_hi", "accuracy_3class", "accuracy_3class_lo",
+          "accuracy_3class_hi", "macro_auc", "macro_auc_lo", "macro_auc_hi", "raw_last_accuracy",
+          "sens_COVID", "sens_COVID_lo", "sens_COVID_hi", "sens_Lung_Opacity", "sens_Lung_Opacity_lo",
+          "sens_Lung_Opacity_hi", "sens_Normal", "sens_Normal_lo", "sens_Normal_hi", "sens_Viral Pneumonia",
+          "sens_Viral Pneumonia_lo", "sens_Viral Pneumonia_hi", "valid_correct", "commit", "command"]  # fmt: skip
+
+
+def exact_interval(successes: int, n: int) -> tuple[float, float, float]:
+    """Estimate and Clopper-Pearson 95 % interval of a proportion."""
+    ci = binomtest(successes, n).proportion_ci(confidence_level=0.95, method="exact")
+    return successes / n, float(ci.low), float(ci.high)
+
+
+def describe(overrides: dict[str, Any]) -> str:
+    parts = []
+    for key, value in overrides.items():
+        if isinstance(value, AugmentConfig):
+            changed = {k: v for k, v in value.to_dict().items() if v != _AUG.to_dict()[k]}
+            parts += [f"augment.{k}={v}" for k, v in changed.items()]
+        else:
+            parts.append(f"{key}={value}")
+    return "; ".join(parts) or "the starting recipe"
+
+
+def validation_row(run_dir: Path, classes_order: list[str]) -> dict[str, Any]:
+    pred = predict_split(run_dir, split="valid")
+    probs, labels, classes = pred.probs, pred.labels, pred.classes
+    predicted = probs.argmax(1)
+    row: dict[str, Any] = {"valid_n": len(labels), "valid_correct": "".join("01"[int(v)] for v in predicted == labels)}
+    row["accuracy"], row["accuracy_lo"], row["accuracy_hi"] = exact_interval(int((predicted == labels).sum()), len(labels))
+    honest = np.isin(labels, [classes.index(c) for c in HONEST if c in classes])
+    row["accuracy_3class"], row["accuracy_3class_lo"], row["accuracy_3class_hi"] = exact_interval(
+        int((predicted[honest] == labels[honest]).sum()), int(honest.sum()))  # fmt: skip
+    row["macro_auc"] = macro_auc(probs, labels)
+    row["macro_auc_lo"], row["macro_auc_hi"] = bootstrap_ci(probs, labels, classes, estimates={})["macro_auc"]
+    for c in classes_order:
+        k = classes.index(c)
+        mine = labels == k
+        row[f"sens_{c}"], row[f"sens_{c}_lo"], row[f"sens_{c}_hi"] = exact_interval(
+            int((predicted[mine] == k).sum()), int(mine.sum()))  # fmt: skip
+    return row
+
+
+def commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "cxrlib"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        return sha + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variant", choices=list(VARIANTS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", help="dataset folder (default: CXR_DATA_DIR)")
+    parser.add_argument("--epochs", type=int, help="override the preset's epochs (a shorter screening budget)")
+    parser.add_argument("--epoch-images", type=int, help="override the preset's images per epoch")
+    parser.add_argument("--runs", default="build/recipe-runs", help="where the run folders go")
+    parser.add_argument("--table", default=str(TABLE))
+    parser.add_argument("--list", action="store_true", help="list the variants and exit")
+    parser.add_argument("--record", type=Path, metavar="RUN",
+                        help="add a row for a run trained elsewhere (e.g. by `cxr train --preset cpu`), measured "
+                             "like the others; give --command and --seconds with it")
+    parser.add_argument("--command", help="with --record: the command that trained RUN")
+    parser.add_argument("--seconds", type=float, help="with --record: its wall-clock seconds")
+    parser.add_argument("--remeasure", action="store_true",
+                        help="recompute the validation columns of every row from its run folder (no training)")
+    args = parser.parse_args(argv)
+    if args.remeasure:
+        return remeasure(Path(args.table), Path(args.runs))
+    if args.record:
+        if not (args.variant and args.command and args.seconds):
+            parser.error("--record needs --variant, --command and --seconds")
+        return record(args.record, args.variant, args.command, args.seconds, Path(args.table))
+    if args.list or not args.variant:
+        for name, overrides in VARIANTS.items():
+            print(f"{name:>20}: {describe(overrides)}")
+        return 0
+    overrides = dict(VARIANTS[args.variant])
+    budget = {k: v for k, v in (("epochs", args.epochs), ("epoch_images", args.epoch_images)) if v is not None}
+    config = replace(starting_recipe(args.seed), **overrides, **budget, max_minutes=None)
+    config.validate()
+    run_dir = Path(args.runs) / f"{args.variant}-e{config.epochs}x{config.epoch_images}-s{args.seed}"
+    started = time.monotonic()
+    result = train(config, run_dir, data_dir=args.data, overwrite=True, progress=False,
+                   log=lambda msg: print(msg, file=sys.stderr, flush=True))  # fmt: skip
+    seconds = time.monotonic() - started
+    loaded = load_model(run_dir)
+    row = {"variant": args.variant, "changes": describe(overrides), "seed": args.seed, "arch": config.arch,
+           "img_size": config.img_size, "epochs": config.epochs, "epoch_images": config.epoch_images,
+           "images_shown": len(result.history) * (config.epoch_images or 0),
+           "seconds": round(seconds), "stopped": result.stopped, "commit": commit(),
+           "command": "python tools/recipe_runs.py " + shlex.join(a for a in (argv or sys.argv[1:]) if a)}  # fmt: skip
+    row.update(validation_row(run_dir, loaded.classes))
+    if "valid_accuracy_raw" in result.history[-1]:
+        row["raw_last_accuracy"] = result.history[-1]["valid_accuracy_raw"]
+    row = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+    append_row(Path(args.table), row)
+    print(json.dumps({k: v for k, v in row.items() if k != "valid_correct"}))
+    return 0
+
+
+def record(run_dir: Path, variant: str, command: str, seconds: float, table: Path) -> int:
+    saved = json.loads((run_dir / "config.json").read_text())
+    cfg, outcome = saved["train"], saved.get("outcome", {})
+    loaded = load_model(run_dir)
+    row = {"variant": variant, "changes": describe(VARIANTS[variant]), "seed": cfg["seed"], "arch": cfg["arch"],
+           "img_size": cfg["img_size"], "epochs": cfg["epochs"], "epoch_images": cfg["epoch_images"],
+           "images_shown": outcome.get("epochs_done", 0) * cfg["epoch_images"], "seconds": round(seconds),
+           "stopped": outcome.get("stopped", ""), "commit": commit(), "command": command}  # fmt: skip
+    row.update(validation_row(run_dir, loaded.classes))
+    history = json.loads((run_dir / "history.json").read_text())
+    if "valid_accuracy_raw" in history[-1]:
+        row["raw_last_accuracy"] = history[-1]["valid_accuracy_raw"]
+    row = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+    append_row(table, row)
+    print(json.dumps({k: v for k, v in row.items() if k != "valid_correct"}))
+    return 0
+
+
+def append_row(table: Path, row: dict[str, Any]) -> None:
+    table.parent.mkdir(parents=True, exist_ok=True)
+    new = not table.exists()
+    with table.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow({k: row.get(k, "") for k in FIELDS})
+
+
+def remeasure(table: Path, runs: Path) -> int:
+    rows = list(csv.DictReader(table.open()))
+    for row in rows:
+        run_dir = runs / f"{row['variant']}-e{row['epochs']}x{row['epoch_images']}-s{row['seed']}"
+        if not run_dir.is_dir():
+            print(f"kept as it is (no run folder {run_dir})")
+            continue
+        fresh = validation_row(run_dir, load_model(run_dir).classes)
+        row.update({k: (round(v, 4) if isinstance(v, float) else v) for k, v in fresh.items()})
+    with table.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows({k: r.get(k, "") for k in FIELDS} for r in rows)
+    print(f"remeasured {len(rows)} rows of {table}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
