@@ -13,6 +13,7 @@ overlapping intervals.
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from typing import Any
 
@@ -22,6 +23,22 @@ from scipy.stats import binomtest
 
 #: The classes without the sample's segmented-background shortcut: what a recipe is judged by.
 HONEST_CLASSES = ("COVID", "Normal", "Viral Pneumonia")
+
+
+def load_posthoc() -> pd.DataFrame:
+    """Choices measured without retraining (``tools/recipe_posthoc.py``): test-time
+    augmentation and a 32-px larger test size against the saved model, per run, with
+    McNemar's test of each against the plain prediction on the same validation images."""
+    with resources.files("cxrlib").joinpath("recipe_posthoc.json").open() as f:
+        results = json.load(f)
+    rows = []
+    for run, modes in results.items():
+        for mode in ("tta", "size+32"):
+            test = mcnemar(modes[mode]["correct"], modes["plain"]["correct"])
+            rows.append({"run": run, "choice": mode, "accuracy, plain": modes["plain"]["accuracy"],
+                         "accuracy, with it": modes[mode]["accuracy"], "images only it got right": test["a_only"],
+                         "images only plain got right": test["b_only"], "McNemar p": test["p"]})  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def load_recipe_runs() -> pd.DataFrame:
@@ -81,18 +98,18 @@ def verdict(paired: list[dict[str, Any]], alpha: float = 0.05) -> str:
     """What the per-seed paired tests of a variant against the baseline support.
 
     ``better``/``worse`` only with two or more seeds that all point the same way, each with
-    a McNemar p-value below ``alpha``; otherwise ``no measurable difference`` (with two seeds of
-    400 images, differences of one or two points are within what seeds alone produce).
+    a McNemar p-value below ``alpha``. Seeds that agree in direction without each being
+    significant give ``ahead at every seed, not significant at each`` (or ``behind ...``):
+    a lead, not a proof. Seeds that disagree give ``no consistent difference``. With two
+    seeds of 400 images, differences of one or two points are within what seeds alone produce.
     """
     if not paired:
         return "not compared"
     if len(paired) < 2:
         return "one seed only: no verdict"
-    wins = [p["a_only"] > p["b_only"] for p in paired]
-    losses = [p["a_only"] < p["b_only"] for p in paired]
     significant = all(p["p"] < alpha for p in paired)
-    if significant and all(wins):
-        return "better"
-    if significant and all(losses):
-        return "worse"
-    return "no measurable difference"
+    if all(p["a_only"] > p["b_only"] for p in paired):
+        return "better" if significant else "ahead at every seed, not significant at each"
+    if all(p["a_only"] < p["b_only"] for p in paired):
+        return "worse" if significant else "behind at every seed, not significant at each"
+    return "no consistent difference"

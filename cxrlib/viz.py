@@ -176,7 +176,7 @@ def plot_random_augmentations(image: Any, transform: Any, *, n: int = 10, seed: 
 
 def plot_history(history: list[dict[str, Any]], *, axes: Any = None) -> Figure:
     """Learning curves from a run's ``history.json``: loss, and validation accuracy / AUC
-    (of the weight average, with the raw weights' accuracy dashed, when the run has one)."""
+    (of the weight average, with the raw weights' last accuracy as a cross, when the run has one)."""
     epochs = [h["epoch"] + 1 for h in history]
     if axes is None:
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
@@ -189,8 +189,8 @@ def plot_history(history: list[dict[str, Any]], *, axes: Any = None) -> Figure:
     axes[0].legend(frameon=False)
     axes[1].plot(epochs, [h["valid_accuracy"] for h in history], "o-", label="validation accuracy")
     axes[1].plot(epochs, [h["valid_macro_auc"] for h in history], "s-", label="validation macro AUC")
-    if all("valid_accuracy_raw" in h for h in history):  # a run with a weight average (EMA)
-        axes[1].plot(epochs, [h["valid_accuracy_raw"] for h in history], "--", color="C0", alpha=0.5,
+    if "valid_accuracy_raw" in history[-1]:  # a run with a weight average (EMA)
+        axes[1].plot([epochs[-1]], [history[-1]["valid_accuracy_raw"]], "x", color="C0", markersize=8,
                      label="validation accuracy, raw weights")  # fmt: skip
     axes[1].plot(epochs, [h["train_accuracy"] for h in history], ":", color="gray", label="train accuracy")
     axes[1].set_xlabel("epoch")

@@ -28,8 +28,9 @@ def test_verdict_needs_every_seed_to_agree_and_be_significant() -> None:
     loss = {"a_only": 3, "b_only": 19, "p": 0.001}
     assert verdict([win, win]) == "better"
     assert verdict([loss, loss]) == "worse"
-    assert verdict([win, weak_win]) == "no measurable difference"
-    assert verdict([win, loss]) == "no measurable difference"
+    assert verdict([win, weak_win]) == "ahead at every seed, not significant at each"
+    assert verdict([loss, {"a_only": 4, "b_only": 6, "p": 0.75}]) == "behind at every seed, not significant at each"
+    assert verdict([win, loss]) == "no consistent difference"
     assert verdict([]) == "not compared"
     assert verdict([win]) == "one seed only: no verdict"
 
