@@ -1,7 +1,9 @@
 """The measured recipe runs behind the ``cpu`` preset (chapter 3's table).
 
 ``recipe_runs.csv`` (shipped with the package) holds one row per training run made by
-``tools/recipe_runs.py``: a variant of the ``cpu`` preset, a seed, the images shown, the
+``tools/recipe_runs.py``: a variant of the starting recipe (the ``cpu`` preset's network,
+image size and schedule with all of chapter 2's augmentations; the preset itself is the
+``no-noise-blur`` variant with the whole budget), a seed, the images shown, the
 seconds, and what the run scored on its **validation** split (400 images of the sample,
 100 per class; the test split was never used to choose anything). Every row carries the
 exact command that made it and the commit it was measured at.
