@@ -43,6 +43,20 @@ def load_posthoc() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def posthoc_verdicts(posthoc: pd.DataFrame | None = None, alpha: float = 0.05) -> list[str]:
+    """One sentence per choice of :func:`load_posthoc`: the range of accuracy changes over
+    the runs, the smallest McNemar p-value, and whether any run shows a measurable difference."""
+    posthoc = load_posthoc() if posthoc is None else posthoc
+    out = []
+    for choice, rows in posthoc.groupby("choice", sort=False):
+        change = 100 * (rows["accuracy, with it"] - rows["accuracy, plain"])
+        measurable = (rows["McNemar p"] < alpha).any()
+        out.append(f"{choice}: accuracy changed by {change.min():+.2f} to {change.max():+.2f} points over {len(rows)} "
+                   f"runs, smallest McNemar p {rows['McNemar p'].min():.2f}: "
+                   f"{'a measurable difference' if measurable else 'no measurable difference'}")  # fmt: skip
+    return out
+
+
 def load_recipe_runs() -> pd.DataFrame:
     """Every measured run, one row each (see ``tools/recipe_runs.py`` for the columns)."""
     with resources.files("cxrlib").joinpath("recipe_runs.csv").open() as f:

@@ -158,25 +158,19 @@ def main(argv: list[str] | None = None) -> int:
     config.validate()
     run_dir = Path(args.runs) / f"{args.variant}-e{config.epochs}x{config.epoch_images}-s{args.seed}"
     started = time.monotonic()
-    result = train(config, run_dir, data_dir=args.data, overwrite=True, progress=False,
-                   log=lambda msg: print(msg, file=sys.stderr, flush=True))  # fmt: skip
-    seconds = time.monotonic() - started
-    loaded = load_model(run_dir)
-    row = {"variant": args.variant, "changes": describe(overrides), "seed": args.seed, "arch": config.arch,
-           "img_size": config.img_size, "epochs": config.epochs, "epoch_images": config.epoch_images,
-           "images_shown": len(result.history) * (config.epoch_images or 0),
-           "seconds": round(seconds), "stopped": result.stopped, "commit": commit(),
-           "command": "python tools/recipe_runs.py " + shlex.join(a for a in (argv or sys.argv[1:]) if a)}  # fmt: skip
-    row.update(validation_row(run_dir, loaded.classes))
-    if "valid_accuracy_raw" in result.history[-1]:
-        row["raw_last_accuracy"] = result.history[-1]["valid_accuracy_raw"]
-    row = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
-    append_row(Path(args.table), row)
-    print(json.dumps({k: v for k, v in row.items() if k != "valid_correct"}))
-    return 0
+    train(config, run_dir, data_dir=args.data, overwrite=True, progress=False,
+          log=lambda msg: print(msg, file=sys.stderr, flush=True))  # fmt: skip
+    seconds = time.monotonic() - started  # the run folder says everything else the row needs
+    command = "python tools/recipe_runs.py " + shlex.join(a for a in (argv or sys.argv[1:]) if a)
+    return record(run_dir, args.variant, command, seconds, Path(args.table))
+
+
+def _rounded(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
 
 
 def record(run_dir: Path, variant: str, command: str, seconds: float, table: Path) -> int:
+    """Measure a finished run folder on its validation split and append its row."""
     saved = json.loads((run_dir / "config.json").read_text())
     cfg, outcome = saved["train"], saved.get("outcome", {})
     loaded = load_model(run_dir)
@@ -188,7 +182,7 @@ def record(run_dir: Path, variant: str, command: str, seconds: float, table: Pat
     history = json.loads((run_dir / "history.json").read_text())
     if "valid_accuracy_raw" in history[-1]:
         row["raw_last_accuracy"] = history[-1]["valid_accuracy_raw"]
-    row = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+    row = _rounded(row)
     append_row(table, row)
     print(json.dumps({k: v for k, v in row.items() if k != "valid_correct"}))
     return 0
@@ -212,7 +206,7 @@ def remeasure(table: Path, runs: Path) -> int:
             print(f"kept as it is (no run folder {run_dir})")
             continue
         fresh = validation_row(run_dir, load_model(run_dir).classes)
-        row.update({k: (round(v, 4) if isinstance(v, float) else v) for k, v in fresh.items()})
+        row.update(_rounded(fresh))
     with table.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()
