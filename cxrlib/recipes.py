@@ -10,7 +10,9 @@ exact command that made it and the commit it was measured at.
 
 Two variants trained on the same images and validated on the same images are compared
 image by image with McNemar's exact test (:func:`mcnemar`), seed by seed, never by
-overlapping intervals.
+overlapping intervals. A variant is compared with the starting recipe at the screening
+budget (``base``, 12 epochs), except a ``preset+...`` variant: one change on top of the
+preset, compared with the preset's own runs (:data:`PRESET_RUNS`).
 """
 
 from __future__ import annotations
@@ -25,35 +27,46 @@ from scipy.stats import binomtest
 
 #: The classes without the sample's segmented-background shortcut: what a recipe is judged by.
 HONEST_CLASSES = ("COVID", "Normal", "Viral Pneumonia")
+#: The rows of the ``cpu`` preset's own training: (variant, epochs).
+PRESET_RUNS = ("no-noise-blur", 22)
 
 
 def load_posthoc() -> pd.DataFrame:
     """Choices measured without retraining (``tools/recipe_posthoc.py``): test-time
-    augmentation and a 32-px larger test size against the saved model, per run, with
-    McNemar's test of each against the plain prediction on the same validation images."""
+    augmentation, a 32-px larger test size and cross-fitted class offsets against the saved
+    model, per run, with McNemar's test of each against the plain prediction on the same
+    validation images."""
     with resources.files("cxrlib").joinpath("recipe_posthoc.json").open() as f:
         results = json.load(f)
     rows = []
     for run, modes in results.items():
-        for mode in ("tta", "size+32"):
+        for mode in (m for m in modes if m != "plain"):
             test = mcnemar(modes[mode]["correct"], modes["plain"]["correct"])
             rows.append({"run": run, "choice": mode, "accuracy, plain": modes["plain"]["accuracy"],
                          "accuracy, with it": modes[mode]["accuracy"], "images only it got right": test["a_only"],
-                         "images only plain got right": test["b_only"], "McNemar p": test["p"]})  # fmt: skip
+                         "images only plain got right": test["b_only"], "McNemar p": test["p"],
+                         **{f"{c} sensitivity, {label}": modes[key][f"sens_{c}"] for c in ("COVID", "Normal")
+                            for label, key in (("plain", "plain"), ("with it", mode))}})  # fmt: skip
     return pd.DataFrame(rows)
 
 
 def posthoc_verdicts(posthoc: pd.DataFrame | None = None, alpha: float = 0.05) -> list[str]:
     """One sentence per choice of :func:`load_posthoc`: the range of accuracy changes over
-    the runs, the smallest McNemar p-value, and whether any run shows a measurable difference."""
+    the runs, in how many runs it was ahead, behind or level, in how many the paired test
+    was significant (one run in twenty is, by chance alone), and the mean COVID and Normal
+    sensitivities without and with it."""
     posthoc = load_posthoc() if posthoc is None else posthoc
     out = []
     for choice, rows in posthoc.groupby("choice", sort=False):
         change = 100 * (rows["accuracy, with it"] - rows["accuracy, plain"])
-        measurable = (rows["McNemar p"] < alpha).any()
-        out.append(f"{choice}: accuracy changed by {change.min():+.2f} to {change.max():+.2f} points over {len(rows)} "
-                   f"runs, smallest McNemar p {rows['McNemar p'].min():.2f}: "
-                   f"{'a measurable difference' if measurable else 'no measurable difference'}")  # fmt: skip
+        ahead = int((rows["images only it got right"] > rows["images only plain got right"]).sum())
+        behind = int((rows["images only it got right"] < rows["images only plain got right"]).sum())
+        significant = int((rows["McNemar p"] < alpha).sum())
+        balance = ", ".join(f"mean {c} sensitivity {rows[f'{c} sensitivity, plain'].mean():.3f} -> "
+                            f"{rows[f'{c} sensitivity, with it'].mean():.3f}" for c in ("COVID", "Normal"))  # fmt: skip
+        out.append(f"{choice}: over {len(rows)} runs, accuracy changed by {change.min():+.2f} to {change.max():+.2f} "
+                   f"points (ahead in {ahead}, behind in {behind}, level in {len(rows) - ahead - behind}; McNemar "
+                   f"p < {alpha:g} in {significant} of {len(rows)}); {balance}")  # fmt: skip
     return out
 
 
@@ -82,13 +95,14 @@ def mcnemar(correct_a: str | np.ndarray, correct_b: str | np.ndarray) -> dict[st
 def recipe_summary(runs: pd.DataFrame | None = None, baseline: str = "base", baseline_epochs: int = 12) -> pd.DataFrame:
     """One row per variant and budget: its seeds, mean validation numbers over the seeds,
     minutes, and the paired comparison with ``baseline`` (trained for ``baseline_epochs``,
-    the screening budget) at the same seed: images only one of the two got right, McNemar's
-    p-value per seed, and the :func:`verdict`."""
+    the screening budget; the preset's runs for a ``preset+...`` variant) at the same seed:
+    images only one of the two got right, McNemar's p-value per seed, and the :func:`verdict`."""
     runs = load_recipe_runs() if runs is None else runs
-    ref = runs[(runs.variant == baseline) & (runs.epochs == baseline_epochs)]
     rows = []
     for (variant, epochs, images), group in runs.groupby(["variant", "epochs", "epoch_images"], sort=False):
         paired, tests = [], []
+        against, against_epochs = PRESET_RUNS if variant.startswith("preset+") else (baseline, baseline_epochs)
+        ref = runs[(runs.variant == against) & (runs.epochs == against_epochs)]
         is_ref = variant == baseline and epochs == baseline_epochs
         for _, run in group.iterrows():
             same_seed = ref[ref.seed == run.seed]
@@ -104,7 +118,8 @@ def recipe_summary(runs: pd.DataFrame | None = None, baseline: str = "base", bas
             "macro AUC": group.macro_auc.mean(), "COVID sensitivity": group.sens_COVID.mean(),
             "Normal sensitivity": group.sens_Normal.mean(),
             "Viral Pneumonia sensitivity": group["sens_Viral Pneumonia"].mean(),
-            f"vs {baseline}, per seed": "; ".join(paired),
+            "compared with": "" if is_ref else f"{against}, {against_epochs} × {images:,}",
+            "paired, per seed": "; ".join(paired),
             "verdict": "baseline" if is_ref else verdict(tests),
         })  # fmt: skip
     return pd.DataFrame(rows).set_index("variant")

@@ -6,7 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrlib.recipes import HONEST_CLASSES, load_recipe_runs, mcnemar, recipe_summary, verdict
+from cxrlib.recipes import (
+    HONEST_CLASSES,
+    load_posthoc,
+    load_recipe_runs,
+    mcnemar,
+    posthoc_verdicts,
+    recipe_summary,
+    verdict,
+)
 from cxrlib.train import preset
 
 
@@ -51,7 +59,17 @@ def test_summary_pairs_each_seed_with_the_baseline() -> None:
     assert summary.loc["base, 12 × 100", "verdict"] == "baseline"
     assert summary.loc["bigger, 12 × 100", "verdict"] == "better"
     assert summary.loc["bigger, 12 × 100", "accuracy (4 classes)"] == pytest.approx(0.925)
-    assert "seed 0: +35/-0" in summary.loc["bigger, 12 × 100", "vs base, per seed"]
+    assert "seed 0: +35/-0" in summary.loc["bigger, 12 × 100", "paired, per seed"]
+
+
+def test_a_change_on_top_of_the_preset_is_compared_with_the_preset() -> None:
+    preset_correct = "1" * 90 + "0" * 10
+    runs = pd.DataFrame([_run("base", 0, 12, "1" * 50 + "0" * 50), _run("no-noise-blur", 0, 22, preset_correct),
+                         _run("preset+flip", 0, 22, "1" * 85 + "0" * 15)])  # fmt: skip
+    summary = recipe_summary(runs)
+    row = summary.loc["preset+flip, 22 × 100"]
+    assert row["compared with"] == "no-noise-blur, 22 × 100"
+    assert row["paired, per seed"] == "seed 0: +0/-5 (p=0.06)"  # not +35/-0 against base
 
 
 def test_the_shipped_table_measures_the_cpu_preset_on_validation() -> None:
@@ -77,3 +95,17 @@ def test_the_shipped_table_measures_the_cpu_preset_on_validation() -> None:
     for label, row in summary.iterrows():
         if row["seeds"] < 2:
             assert row["verdict"] in ("one seed only: no verdict", "baseline"), label
+
+
+def test_the_shipped_posthoc_table_measures_the_presets_offsets_cross_fitted() -> None:
+    posthoc = load_posthoc()
+    assert {"tta", "size+32", "offsets"} <= set(posthoc.choice)
+    offsets = posthoc[posthoc.choice == "offsets"]
+    assert {"cpu-s0", "cpu-s1"} <= set(offsets.run)  # the preset's two seeds
+    for _, row in posthoc.iterrows():  # the discordant counts agree with the two accuracies
+        change = (row["images only it got right"] - row["images only plain got right"]) / 400
+        assert row["accuracy, with it"] - row["accuracy, plain"] == pytest.approx(change, abs=1e-9)
+    sentences = posthoc_verdicts(posthoc)
+    assert len(sentences) == posthoc.choice.nunique()
+    offsets_sentence = next(s for s in sentences if s.startswith("offsets: over"))
+    assert f"over {len(offsets)} runs" in offsets_sentence and "mean COVID sensitivity" in offsets_sentence

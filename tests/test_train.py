@@ -19,7 +19,17 @@ import torch
 
 from cxrlib.cli import main
 from cxrlib.config import CXRError
-from cxrlib.train import describe_outcome, epoch_positions, load_checkpoint, load_model, preset, run_outcome, train
+from cxrlib.evaluate import predict_split
+from cxrlib.train import (
+    describe_outcome,
+    epoch_positions,
+    fit_class_offsets,
+    load_checkpoint,
+    load_model,
+    preset,
+    run_outcome,
+    train,
+)
 
 from conftest import CANONICAL, build_dataset
 from tinyrun import TINY, tiny_run
@@ -247,6 +257,14 @@ def test_balanced_epochs_draw_each_class_equally_and_walk_through_every_image() 
     assert not np.array_equal(first, epoch_positions(labels, 30, seed=2, epoch=0))
 
 
+def test_class_weights_tilt_the_balanced_draws() -> None:
+    labels = np.array([0] * 50 + [1] * 7 + [2] * 20)
+    drawn = epoch_positions(labels, 35, seed=1, epoch=0, weights={1: 0.5})
+    assert np.bincount(labels[drawn], minlength=3).tolist() == [14, 7, 14]
+    assert np.array_equal(epoch_positions(labels, 30, seed=1, epoch=2, weights={}),
+                          epoch_positions(labels, 30, seed=1, epoch=2))  # fmt: skip
+
+
 def test_unbalanced_epoch_is_a_shuffled_pass() -> None:
     labels = np.array([0] * 50 + [1] * 7)
     one = epoch_positions(labels, 57, seed=0, epoch=3, balanced=False)
@@ -315,12 +333,48 @@ def test_bad_recipe_fields_are_one_line_errors() -> None:
         preset("cpu", epoch_images=0)
     with pytest.raises(CXRError, match="ema_decay"):
         preset("cpu", ema_decay=1.5)
+    with pytest.raises(CXRError, match="class_shares"):
+        preset("cpu", class_shares={"Lung_Opacity": 0.0})
+
+
+def test_class_offsets_move_decisions_to_the_neglected_class() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 200)
+    logits = rng.normal(size=(600, 3)) + 2.0 * np.eye(3)[labels]
+    logits[:, 1] += 1.5  # a network leaning towards class 1
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    offsets = fit_class_offsets(probs, labels)
+    assert abs(offsets.sum()) < 1e-9 and offsets[1] < -1.0  # it takes the lean back
+    fixed = (np.log(probs) + offsets).argmax(1)
+    assert (fixed == labels).mean() > (probs.argmax(1) == labels).mean()
+    assert min((fixed[labels == k] == k).mean() for k in range(3)) > min((probs.argmax(1)[labels == k] == k).mean()
+                                                                          for k in range(3))  # fmt: skip
+    # a class absent from the images keeps offset 0 instead of running off to minus infinity
+    present = labels != 2
+    assert fit_class_offsets(probs[present], labels[present])[2] == 0.0
+
+
+def test_class_offsets_are_folded_into_best_pt(tiny_data: Path, tmp_path: Path) -> None:
+    cfg = replace(TINY, epochs=2, class_offsets=True, class_shares={"Lung_Opacity": 0.5})
+    train(cfg, tmp_path / "run", data_dir=tiny_data, progress=False, log=lambda m: None)
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    record = json.loads((tmp_path / "run" / "config.json").read_text())["class_offsets"]
+    assert best["class_offsets"] == record and set(record["offsets"]) == set(CANONICAL)
+    # what predicting the validation split sees is the folded model: its accuracy is the one recorded
+    valid = predict_split(tmp_path / "run", tiny_data, split="valid")
+    assert float((valid.predicted == valid.labels).mean()) == pytest.approx(record["valid_accuracy_after"])
+    # refitting on the folded model finds (almost) nothing left to move
+    assert np.abs(fit_class_offsets(valid.probs, valid.labels)).max() < 0.05
+    with pytest.raises(CXRError, match="class_shares names"):
+        train(replace(cfg, class_shares={"Cat": 2.0}), tmp_path / "bad", data_dir=tiny_data, progress=False,
+              log=lambda m: None)  # fmt: skip
 
 
 def test_cpu_preset_is_a_budget_not_a_pass_count() -> None:
     cpu = preset("cpu")
     assert cpu.epoch_images and cpu.balanced and cpu.pretrained == "auto"
     assert cpu.max_minutes is not None and cpu.max_minutes <= 15
+    assert cpu.class_offsets  # fitted on validation after training (chapter 3)
 
 
 def test_training_seeds_share_one_split(tiny_data: Path, tmp_path: Path) -> None:

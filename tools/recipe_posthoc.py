@@ -1,5 +1,5 @@
 """Choices measured without retraining, on the runs of ``tools/recipe_runs.py``: test-time
-augmentation, and predicting at a larger image size than the one trained at.
+augmentation, predicting at a larger image size than the one trained at, and class offsets.
 
 For each run folder given, on its **validation** split: accuracy on the three honest classes,
 four-class accuracy and macro AUC, for
@@ -7,9 +7,13 @@ four-class accuracy and macro AUC, for
 * ``plain``: the model as saved (``best.pt``);
 * ``tta``: the mean of the softmax over the image and four mild views of it (scaled by 0.95
   and 1.05, rotated by -4 and +4 degrees, black fill, as in training's augmentation);
-* ``size+32``: the images given at 32 px more than the training size.
+* ``size+32``: the images given at 32 px more than the training size;
+* ``offsets``: per-class logit offsets (:func:`cxrlib.train.fit_class_offsets`), measured
+  honestly by cross-fitting: the validation split is cut in two halves (stratified by class,
+  seed 0), and each half is predicted with the offsets fitted on the other.
 
-Usage: ``python tools/recipe_posthoc.py RUN [RUN ...] [--json OUT]``
+Usage: ``python tools/recipe_posthoc.py RUN [RUN ...] [--only CHOICE ...] [--json OUT]``
+(``--json`` adds to the file's runs when it exists).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from torchvision.transforms.v2 import functional as F
 
 from cxrlib.evaluate import macro_auc, predict_images, predict_split
 from cxrlib.recipes import HONEST_CLASSES
-from cxrlib.train import load_model
+from cxrlib.train import fit_class_offsets, load_model
 
 VIEWS = [dict(angle=0.0, scale=0.95), dict(angle=0.0, scale=1.05), dict(angle=-4.0, scale=1.0),
          dict(angle=4.0, scale=1.0)]  # fmt: skip
@@ -34,24 +38,50 @@ VIEWS = [dict(angle=0.0, scale=0.95), dict(angle=0.0, scale=1.05), dict(angle=-4
 def scores(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, float]:
     predicted = probs.argmax(1)
     honest = np.isin(labels, [classes.index(c) for c in HONEST_CLASSES])
+    sensitivity = {f"sens_{c}": float((predicted[labels == k] == k).mean()) for k, c in enumerate(classes)}
     return {"accuracy_3class": float((predicted[honest] == labels[honest]).mean()),
-            "accuracy": float((predicted == labels).mean()), "macro_auc": macro_auc(probs, labels),
+            "accuracy": float((predicted == labels).mean()), "macro_auc": macro_auc(probs, labels), **sensitivity,
             "correct": "".join("01"[int(v)] for v in predicted == labels)}  # fmt: skip
 
 
-def measure(run: Path) -> dict[str, dict[str, float]]:
+CHOICES = ("tta", "size+32", "offsets")
+
+
+def crossfit_offsets(probs: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Probabilities after class offsets, each half of the images shifted by the offsets
+    fitted on the other half (stratified halves), so no image helps fit its own offsets."""
+    rng = np.random.default_rng(seed)
+    half = np.zeros(len(labels), dtype=int)
+    for k in np.unique(labels):
+        half[rng.permutation(np.flatnonzero(labels == k))[::2]] = 1
+    log_p = np.log(np.clip(probs, 1e-12, 1.0))
+    shifted = np.empty_like(log_p)
+    for h in (0, 1):
+        offsets = fit_class_offsets(probs[half != h], labels[half != h])
+        shifted[half == h] = log_p[half == h] + offsets
+    shifted = np.exp(shifted - shifted.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def measure(run: Path, choices: tuple[str, ...] = CHOICES) -> dict[str, dict[str, float]]:
     loaded = load_model(run)
     pred = predict_split(run, split="valid", keep_images=True)
     out = {"plain": scores(pred.probs, pred.labels, pred.classes)}
-    images = torch.from_numpy(np.array(pred.images))[:, None]
-    views = [pred.probs]
-    for view in VIEWS:
-        moved = F.affine(images, angle=view["angle"], translate=[0, 0], scale=view["scale"], shear=[0.0, 0.0], fill=0)
-        views.append(predict_images(loaded, moved[:, 0].numpy()))
-    out["tta"] = scores(np.mean(views, axis=0), pred.labels, pred.classes)
-    bigger = replace(loaded, preprocessing=replace(loaded.preprocessing, img_size=loaded.preprocessing.img_size + 32))
-    big = predict_split(bigger, data_dir=json.loads((run / "config.json").read_text())["data_dir"], split="valid")
-    out["size+32"] = scores(big.probs, big.labels, big.classes)
+    if "offsets" in choices:
+        out["offsets"] = scores(crossfit_offsets(pred.probs, pred.labels), pred.labels, pred.classes)
+    if "tta" in choices:
+        images = torch.from_numpy(np.array(pred.images))[:, None]
+        views = [pred.probs]
+        for view in VIEWS:
+            moved = F.affine(images, angle=view["angle"], translate=[0, 0], scale=view["scale"], shear=[0.0, 0.0],
+                             fill=0)  # fmt: skip
+            views.append(predict_images(loaded, moved[:, 0].numpy()))
+        out["tta"] = scores(np.mean(views, axis=0), pred.labels, pred.classes)
+    if "size+32" in choices:
+        size = loaded.preprocessing.img_size + 32
+        bigger = replace(loaded, preprocessing=replace(loaded.preprocessing, img_size=size))
+        big = predict_split(bigger, data_dir=json.loads((run / "config.json").read_text())["data_dir"], split="valid")
+        out["size+32"] = scores(big.probs, big.labels, big.classes)
     return out
 
 
@@ -59,10 +89,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--only", nargs="+", choices=CHOICES, default=list(CHOICES))
     args = parser.parse_args()
-    results = {}
+    results = json.loads(args.json.read_text()) if args.json and args.json.is_file() else {}
     for run in args.runs:
-        results[run.name] = measure(run)
+        results[run.name] = {**results.get(run.name, {}), **measure(run, tuple(args.only))}
         print(run.name, {k: {m: round(v, 4) for m, v in r.items() if m != "correct"} for k, r in results[run.name].items()})
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
