@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .config import CXRError
 from .models import ARCHITECTURES
@@ -114,13 +115,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         lo, hi = ci[name]
         return f"{_fmt(value)}  95% CI [{_fmt(lo)}, {_fmt(hi)}]"
 
-    print(f"{args.split}: {metrics['n']} images of {pred.root}, classes {', '.join(metrics['classes'])}")
+    # the folder's name, not its absolute path: this output is shown on the book's pages
+    print(f"{args.split}: {metrics['n']} images of {Path(pred.root).name}, classes {', '.join(metrics['classes'])}")
     print(f"accuracy          {with_ci('accuracy', metrics['accuracy'])}")
     print(f"balanced accuracy {_fmt(metrics['balanced_accuracy'])}")
     print(f"macro AUC         {with_ci('macro_auc', metrics['macro_auc'])}")
     if "COVID" in metrics["per_class"]:
         print(f"COVID sensitivity {with_ci('covid_sensitivity', metrics['per_class']['COVID']['sensitivity'])}")
     print(f"ECE               {_fmt(metrics['ece'])}")
+    print("intervals: accuracy and sensitivity exact (Clopper-Pearson), macro AUC stratified bootstrap")
     width = max(len(c) for c in metrics["classes"])
     print(f"  {'class':<{width}}  sens   spec   prec   F1     AUC    n")
     for name, m in metrics["per_class"].items():

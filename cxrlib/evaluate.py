@@ -1,4 +1,7 @@
-"""Evaluation: predictions, metrics with bootstrap intervals, calibration, thresholds.
+"""Evaluation: predictions, metrics with intervals, calibration, thresholds.
+
+Intervals: exact (Clopper-Pearson) for proportions (accuracy, sensitivity, specificity;
+:mod:`cxrlib.stats`), a stratified bootstrap for the macro AUC (:func:`bootstrap_ci`).
 
 scikit-learn does the arithmetic; this module decides what is reported and how classes
 are matched.
@@ -38,6 +41,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from torch.utils.data import DataLoader
 
 from .config import CXRError, DataNotFoundError, cache_dir, resolve_data_dir
+from .stats import exact_interval
 from .train import LoadedModel, load_model, pick_device, predict_proba
 from .transforms import apply_region
 
@@ -441,9 +445,15 @@ def macro_auc(probs: np.ndarray, labels: np.ndarray, present: list[int] | None =
     return float(np.mean([roc_auc_score(labels == c, probs[:, c]) for c in present]))
 
 
+#: How each interval of :func:`compute_metrics` is made (``cxr evaluate`` prints it too).
+CI_METHODS = {"accuracy": "exact (Clopper-Pearson)", "sensitivity and specificity": "exact (Clopper-Pearson)",
+              "macro_auc": "stratified bootstrap"}  # fmt: skip
+
+
 def class_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, dict[str, Any]]:
-    """Sensitivity, specificity, precision, F1, one-vs-rest AUC and support of each class
-    present in ``labels`` (``nan`` where undefined)."""
+    """Sensitivity and specificity (each with its exact 95 % interval), precision, F1,
+    one-vs-rest AUC and support of each class present in ``labels`` (``nan`` where
+    undefined)."""
     predicted = probs.argmax(axis=1)
     out = {}
     for c in sorted(int(k) for k in np.unique(labels)):
@@ -454,7 +464,9 @@ def class_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> 
         tn = int((~positive & ~flagged).sum())
         out[classes[c]] = {
             "sensitivity": tp / (tp + fn),
+            "sensitivity_ci95": list(exact_interval(tp, tp + fn)),
             "specificity": tn / (tn + fp) if tn + fp else float("nan"),
+            "specificity_ci95": list(exact_interval(tn, tn + fp)),
             "precision": tp / (tp + fp) if tp + fp else float("nan"),
             "f1": 2 * tp / (2 * tp + fp + fn),
             "auc": float(roc_auc_score(positive, probs[:, c])) if tn + fp else float("nan"),
@@ -619,6 +631,7 @@ def threshold_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str],
     tp, fp = int((flagged & pos).sum()), int((flagged & ~pos).sum())
     return {"threshold": float(threshold),
             "sensitivity": tp / pos.sum() if pos.any() else float("nan"),
+            "sensitivity_ci95": list(exact_interval(tp, int(pos.sum()))), "positives": int(pos.sum()),
             "specificity": float((~flagged[~pos]).mean()) if (~pos).any() else float("nan"),
             "precision": tp / (tp + fp) if tp + fp else float("nan"),
             "flagged": float(flagged.mean())}  # fmt: skip
@@ -646,18 +659,84 @@ def operating_point(valid: Predictions, test: Predictions, target_sensitivity: f
             "covid_index": c}  # fmt: skip
 
 
-def calibration(valid: Predictions, test: Predictions) -> dict[str, Any]:
-    """Temperature fitted on ``valid``; ECE, NLL and reliability curves on ``test`` before
-    and after scaling."""
+def describe_operating_point(op: dict[str, Any]) -> str:
+    """One sentence reading :func:`operating_point`: the sensitivity the validation
+    threshold reached on validation and on test (with its exact interval), and what it cost
+    in specificity against the arg-max rule."""
+    test, valid, argmax_rule = op["test"], op["valid"], op["test_argmax"]
+    lo, hi = test["sensitivity_ci95"]
+    side = ("below" if test["sensitivity"] < op["target_sensitivity"] else
+            "at or above")  # fmt: skip
+    return (f"The threshold {op['threshold']:.3f}, chosen for {op['target_sensitivity']:.0%} sensitivity on validation "
+            f"(where it reached {valid['sensitivity']:.1%}), reached {test['sensitivity']:.1%} on test (exact 95% "
+            f"interval [{lo:.1%}, {hi:.1%}], {test['positives']} COVID images), {side} the target; its test "
+            f"specificity is {test['specificity']:.1%}, against {argmax_rule['specificity']:.1%} for the arg-max rule "
+            f"(sensitivity {argmax_rule['sensitivity']:.1%}).")  # fmt: skip
+
+
+def ece_interval(probs: np.ndarray, labels: np.ndarray, *, n_resamples: int = 1000, seed: int = 0,
+                 alpha: float = 0.05) -> list[float]:  # fmt: skip
+    """Stratified percentile-bootstrap interval of the :func:`expected_calibration_error`
+    (images resampled within each true class). With a few hundred images the ECE is noisy,
+    and this interval says how noisy."""
+    rng = np.random.default_rng(seed)
+    strata = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    values = [expected_calibration_error(probs[idx], labels[idx])
+              for idx in (np.concatenate([s[rng.integers(0, len(s), len(s))] for s in strata])
+                          for _ in range(n_resamples))]  # fmt: skip
+    lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return [float(lo), float(hi)]
+
+
+def calibration(valid: Predictions, test: Predictions, *, n_resamples: int = 1000) -> dict[str, Any]:
+    """Temperature fitted on ``valid``; ECE (with bootstrap intervals), NLL and reliability
+    curves on ``test`` before and after scaling."""
     t = fit_temperature(valid.probs, valid.labels)
     scaled = apply_temperature(test.probs, t)
     return {"temperature": t,
             "ece_before": expected_calibration_error(test.probs, test.labels),
             "ece_after": expected_calibration_error(scaled, test.labels),
+            "ece_before_ci95": ece_interval(test.probs, test.labels, n_resamples=n_resamples),
+            "ece_after_ci95": ece_interval(scaled, test.labels, n_resamples=n_resamples),
             "nll_before": nll(test.probs, test.labels), "nll_after": nll(scaled, test.labels),
             "curve_before": reliability_curve(test.probs, test.labels),
             "curve_after": reliability_curve(scaled, test.labels),
             "test_scaled": test.with_probs(scaled)}  # fmt: skip
+
+
+def describe_calibration(cal: dict[str, Any]) -> str:
+    """One sentence reading :func:`calibration`: which way the fitted temperature pushed the
+    probabilities, and whether the test ECE went down or up, with its intervals."""
+    t = cal["temperature"]
+    direction = ("softened (the model was over-confident on validation)" if t > 1
+                 else "sharpened (the model was under-confident on validation)")  # fmt: skip
+    before, after = cal["ece_before"], cal["ece_after"]
+    (b_lo, b_hi), (a_lo, a_hi) = cal["ece_before_ci95"], cal["ece_after_ci95"]
+    moved = "lowered" if after < before else "raised" if after > before else "left"
+    overlap = ("the two intervals overlap, so this test split cannot tell the difference apart from noise"
+               if a_lo <= b_hi and b_lo <= a_hi else "the two intervals do not overlap")  # fmt: skip
+    return (f"T = {t:.2f} {direction}; it {moved} the test ECE from {before:.3f} [{b_lo:.3f}, {b_hi:.3f}] to "
+            f"{after:.3f} [{a_lo:.3f}, {a_hi:.3f}] (bootstrap 95% intervals), and the test NLL from "
+            f"{cal['nll_before']:.3f} to {cal['nll_after']:.3f}: {overlap}.")  # fmt: skip
+
+
+def top_confusions(metrics: dict[str, Any], k: int = 3) -> list[tuple[str, str, int]]:
+    """The ``k`` most frequent errors of :func:`compute_metrics`' confusion matrix, as
+    ``(true class, predicted class, count)``, most frequent first (ties in class order)."""
+    cm = metrics["confusion_matrix"]
+    errors = [(true, pred, count) for i, (true, row) in enumerate(zip(cm["labels"], cm["matrix"]))
+              for j, (pred, count) in enumerate(zip(cm["labels"], row)) if i != j and count > 0]  # fmt: skip
+    return sorted(errors, key=lambda e: -e[2])[:k]
+
+
+def describe_confusions(metrics: dict[str, Any], k: int = 3) -> str:
+    """One sentence naming the most frequent errors (:func:`top_confusions`)."""
+    errors = top_confusions(metrics, k)
+    total = metrics["n"] - int(np.trace(np.array(metrics["confusion_matrix"]["matrix"])))
+    if not errors:
+        return f"No test image of the {metrics['n']} is misclassified."
+    listed = "; ".join(f"{count} {true} -> {pred}" for true, pred, count in errors)
+    return f"{total} of {metrics['n']} test images are misclassified; the most frequent errors: {listed}."
 
 
 def compute_metrics(pred: Predictions, *, n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -684,9 +763,16 @@ def compute_metrics(pred: Predictions, *, n_resamples: int = 1000, seed: int = 0
         "per_class": per_class,
         "confusion_matrix": {"labels": [classes[c] for c in shown], "matrix": matrix.tolist()},
     }
-    covid_sens = per_class.get(COVID, {}).get("sensitivity", float("nan"))
-    estimates = {"accuracy": metrics["accuracy"], "macro_auc": metrics["macro_auc"], "covid_sensitivity": covid_sens}
-    metrics["ci95"] = bootstrap_ci(probs, labels, classes, n_resamples=n_resamples, seed=seed, estimates=estimates)
+    # proportions get exact intervals; the AUC, which has no such formula, the bootstrap
+    auc_ci = bootstrap_ci(probs, labels, classes, n_resamples=n_resamples, seed=seed,
+                          estimates={"macro_auc": metrics["macro_auc"]})["macro_auc"]  # fmt: skip
+    covid = per_class.get(COVID)
+    metrics["ci95"] = {
+        "accuracy": list(exact_interval(int((predicted == labels).sum()), len(labels))),
+        "macro_auc": auc_ci,
+        "covid_sensitivity": covid["sensitivity_ci95"] if covid else [float("nan"), float("nan")],
+    }
+    metrics["ci95_method"] = CI_METHODS
     metrics["ece"] = expected_calibration_error(probs, labels)
     return metrics
 

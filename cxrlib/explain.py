@@ -141,10 +141,11 @@ class CamExplainer:
 
 
 def compute_cams(model: nn.Module, images: torch.Tensor, target_classes: Sequence[int] | None = None,
-                 method: str = "gradcam", batch_size: int = 32) -> np.ndarray:  # fmt: skip
-    """CAMs for a stack of prepared images ``(n, 1, H, W)``, in batches: ``(n, H, W)`` in 0..1."""
+                 method: str = "gradcam", batch_size: int = 32, layer: str = "layer4") -> np.ndarray:  # fmt: skip
+    """CAMs for a stack of prepared images ``(n, 1, H, W)``, in batches: ``(n, H, W)`` in 0..1.
+    ``layer``: the stage read (:data:`cxrlib.models.CAM_LAYERS`)."""
     out = []
-    with CamExplainer(model, method) as explainer:
+    with CamExplainer(model, method, cam_target_layer(model, layer)) as explainer:
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             classes = None if target_classes is None else list(target_classes[start : start + batch_size])
@@ -285,6 +286,42 @@ def randomize_top_layers(model: nn.Module, upto: str = "layer4", seed: int = 0) 
     return clone.eval()
 
 
+def method_agreement(model: nn.Module, images: torch.Tensor, target_classes: Sequence[int],
+                     methods: Sequence[str] = tuple(CAM_METHODS), layer: str = "layer4") -> Any:  # fmt: skip
+    """Each method's maps against Grad-CAM's at one ``layer``, for the same images and
+    classes: the mean Spearman rank correlation and the largest pixel difference.
+
+    At ``layer4`` of a ResNet, global average pooling and one linear layer follow: the
+    gradient of a class score is the same at every position of a channel, so Grad-CAM's
+    channel weights are the classifier's weights divided by the number of positions, and
+    HiResCAM (gradient times activation, position by position) and the original CAM of
+    Zhou et al. give Grad-CAM's map exactly (up to scale, which the 0..1 scaling removes).
+    At ``layer3`` the gradients vary over positions, and the methods part ways.
+    """
+    import pandas as pd
+
+    reference = compute_cams(model, images, target_classes, "gradcam", layer=layer)
+    rows = []
+    for m in methods:
+        maps = reference if m == "gradcam" else compute_cams(model, images, target_classes, m, layer=layer)
+        rho = [_spearman(a, b) for a, b in zip(reference, maps)]
+        rows.append({"method": m, "layer": layer, "mean Spearman with gradcam": float(np.nanmean(rho)),
+                     "largest pixel difference": float(np.abs(maps - reference).max())})  # fmt: skip
+    return pd.DataFrame(rows).set_index("method")
+
+
+def read_agreement(agreement: Any, same_below: float = 1e-4) -> str:
+    """One sentence naming the methods whose maps equal Grad-CAM's (largest pixel difference
+    below ``same_below``) and those that differ, with their mean Spearman correlation."""
+    layer = str(agreement["layer"].iloc[0])
+    others = agreement.drop(index="gradcam", errors="ignore")
+    same = [m for m, row in others.iterrows() if row["largest pixel difference"] < same_below]
+    differ = [f"{m} (Spearman {row['mean Spearman with gradcam']:.2f})" for m, row in others.iterrows()
+              if row["largest pixel difference"] >= same_below]  # fmt: skip
+    return (f"At {layer}: the same map as Grad-CAM: {', '.join(same) or 'no method'}; a different map: "
+            f"{', '.join(differ) or 'no method'}.")  # fmt: skip
+
+
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman rank correlation of two maps. A constant map carries no ranking, so it is
     0 against a non-constant one (nothing of the original ordering survives) and ``nan``
@@ -306,8 +343,10 @@ def sanity_check(model: nn.Module, images: torch.Tensor, target_classes: Sequenc
     top layers (down to ``upto``). Returns per-image Spearman rank correlations
     (``spearman``), their mean (``mean_spearman``) and both sets of maps.
 
-    If the maps barely change (correlation near 1), they reflect the input and the
-    architecture, not what the model learned: the explanation fails the check. By default
+    If the maps barely change (absolute correlation near 1), they reflect the input and
+    the architecture, not what the model learned: the explanation fails the check. Per
+    image, ``spearman`` keeps the sign; ``mean_abs_spearman`` averages the absolute values,
+    as Adebayo et al. do. By default
     the maps of the *trained* model's predicted classes are compared (``trained``: those
     maps, when already computed).
     """
@@ -318,17 +357,29 @@ def sanity_check(model: nn.Module, images: torch.Tensor, target_classes: Sequenc
         trained = compute_cams(model, images, target_classes, method)
     randomized = compute_cams(randomize_top_layers(model, upto, seed), images, target_classes, method)
     rho = np.array([_spearman(a, b) for a, b in zip(trained, randomized)], dtype=float)
-    mean = float(np.nanmean(rho)) if np.isfinite(rho).any() else float("nan")
-    return {"spearman": rho, "mean_spearman": mean, "trained": trained, "randomized": randomized, "upto": upto}
+    # Adebayo et al. compare absolute rank correlations: a map turned inside out (rho near
+    # -1) still follows the same structure of the image, so it is similar, not dissimilar
+    mean = float(np.nanmean(np.abs(rho))) if np.isfinite(rho).any() else float("nan")
+    return {"spearman": rho, "mean_abs_spearman": mean, "trained": trained, "randomized": randomized, "upto": upto}
 
 
 def sanity_cascade(model: nn.Module, images: torch.Tensor, target_classes: Sequence[int] | None = None,
                    method: str = "gradcam", seed: int = 0, depth: int = 4) -> dict[str, float]:  # fmt: skip
-    """Mean Spearman similarity after randomizing ``fc``, then ``fc`` + ``layer4``, and so on
-    for ``depth`` steps of :data:`TOP_DOWN`: ``{deepest part randomized: similarity}``."""
+    """Mean absolute Spearman similarity after randomizing ``fc``, then ``fc`` + ``layer4``,
+    and so on for ``depth`` steps of :data:`TOP_DOWN`: ``{deepest part randomized: similarity}``."""
     if target_classes is None:
         with torch.no_grad():
             target_classes = model.eval()(images).argmax(dim=1).tolist()
     trained = compute_cams(model, images, target_classes, method)
-    return {part: sanity_check(model, images, target_classes, method, part, seed, trained)["mean_spearman"]
+    return {part: sanity_check(model, images, target_classes, method, part, seed, trained)["mean_abs_spearman"]
             for part in TOP_DOWN[:depth]}  # fmt: skip
+
+
+def read_cascade(cascade: dict[str, float]) -> str:
+    """One sentence reading :func:`sanity_cascade`: the similarity after the first and the
+    last randomization, and which way it moved."""
+    parts = list(cascade)
+    first, last = cascade[parts[0]], cascade[parts[-1]]
+    trend = "rose" if last > first else "fell" if last < first else "stayed"
+    return (f"Mean absolute Spearman similarity {first:.2f} with {parts[0]} randomized, {last:.2f} with everything "
+            f"down to {parts[-1]} randomized: it {trend} as more of the network was randomized.")  # fmt: skip

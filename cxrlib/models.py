@@ -141,7 +141,14 @@ def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
         p.requires_grad_(trainable)
 
 
-def cam_target_layer(model: nn.Module) -> nn.Module:
+#: The stages a CAM can read: ``layer4`` (the default) or the finer ``layer3``.
+CAM_LAYERS = ("layer4", "layer3")
+
+
+def cam_target_layer(model: nn.Module, layer: str = "layer4") -> nn.Module:
     """The layer Grad-CAM looks at: the last block of ``layer4`` (7x7 at 224 px), the
-    deepest layer that still has a spatial map."""
-    return model.layer4[-1]  # type: ignore[index]
+    deepest layer that still has a spatial map, or of ``layer3`` (twice as fine, 14x14 at
+    224 px, and less class-specific)."""
+    if layer not in CAM_LAYERS:
+        raise CXRError(f"unknown CAM layer {layer!r}; choose from {', '.join(CAM_LAYERS)}")
+    return getattr(model, layer)[-1]  # type: ignore[index]

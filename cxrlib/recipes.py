@@ -9,7 +9,7 @@ seconds, and what the run scored on its **validation** split (400 images of the 
 exact command that made it and the commit it was measured at.
 
 Two variants trained on the same images and validated on the same images are compared
-image by image with McNemar's exact test (:func:`mcnemar`), seed by seed, never by
+image by image with McNemar's exact test (:func:`cxrlib.stats.mcnemar`), seed by seed, never by
 overlapping intervals. A variant is compared with the starting recipe at the screening
 budget (``base``, 12 epochs), except a ``preset+...`` variant: one change on top of the
 preset, compared with the preset's own runs (:data:`PRESET_RUNS`).
@@ -21,9 +21,9 @@ import json
 from importlib import resources
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
+
+from .stats import mcnemar
 
 #: The classes without the sample's segmented-background shortcut: what a recipe is judged by.
 HONEST_CLASSES = ("COVID", "Normal", "Viral Pneumonia")
@@ -74,22 +74,6 @@ def load_recipe_runs() -> pd.DataFrame:
     """Every measured run, one row each (see ``tools/recipe_runs.py`` for the columns)."""
     with resources.files("cxrlib").joinpath("recipe_runs.csv").open() as f:
         return pd.read_csv(f, dtype={"valid_correct": str, "commit": str})
-
-
-def mcnemar(correct_a: str | np.ndarray, correct_b: str | np.ndarray) -> dict[str, Any]:
-    """McNemar's exact test of two classifiers on the same images.
-
-    ``correct_*``: one 0/1 per image (a string such as ``"0110"`` or a boolean array).
-    Returns the discordant counts (``a_only``: images only A got right) and the two-sided
-    p-value of "both are equally accurate" (a binomial test on the discordant pairs).
-    """
-    a = np.array([c == "1" for c in correct_a]) if isinstance(correct_a, str) else np.asarray(correct_a, bool)
-    b = np.array([c == "1" for c in correct_b]) if isinstance(correct_b, str) else np.asarray(correct_b, bool)
-    if a.shape != b.shape:
-        raise ValueError("McNemar's test needs the two models' results on the same images")
-    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
-    p = 1.0 if a_only + b_only == 0 else float(binomtest(a_only, a_only + b_only, 0.5).pvalue)
-    return {"a_only": a_only, "b_only": b_only, "p": p}
 
 
 def recipe_summary(runs: pd.DataFrame | None = None, baseline: str = "base", baseline_epochs: int = 12) -> pd.DataFrame:
@@ -144,3 +128,22 @@ def verdict(paired: list[dict[str, Any]], alpha: float = 0.05) -> str:
     if all(p["a_only"] < p["b_only"] for p in paired):
         return "worse" if significant else "behind at every seed, not significant at each"
     return "no consistent difference"
+
+
+def describe_variant(variant: str, runs: pd.DataFrame | None = None) -> str:
+    """One sentence on a measured variant of the recipe table: its mean validation accuracy
+    next to the recipe it is compared with, the paired counts per seed and the verdict."""
+    runs = load_recipe_runs() if runs is None else runs
+    summary = recipe_summary(runs)
+    rows = summary[summary.index.str.startswith(f"{variant}, ")]
+    if rows.empty:
+        raise KeyError(f"no measured variant {variant!r}; see load_recipe_runs().variant")
+    row = rows.iloc[0]
+    against_name = row["compared with"].split(",")[0]
+    against_epochs = int(row["compared with"].split(",")[1].split("×")[0])
+    against = runs[(runs.variant == against_name) & (runs.epochs == against_epochs)]
+    seeds = sorted(runs[runs.variant == variant].seed)
+    reference = against[against.seed.isin(seeds)].accuracy.mean()
+    return (f"{variant} ({row['changes']}): mean validation accuracy {row['accuracy (4 classes)']:.3f} against "
+            f"{reference:.3f} for {row['compared with']} at the same seed{'s' if len(seeds) > 1 else ''}; "
+            f"{row['paired, per seed']}; verdict: {row['verdict']}.")  # fmt: skip

@@ -19,7 +19,8 @@ blur             patient motion, downsampled scans of films
 ===============  ==========================================================
 
 Off by default, with reasons: **horizontal flip** (the heart is on the left; a flipped
-film shows situs inversus, and laterality markers flip too), **vertical flip** (never seen
+film shows situs inversus, and laterality markers flip too; a trade-off rather than a rule,
+measured on the ``cpu`` preset in chapter 3's recipe table), **vertical flip** (never seen
 in practice), **strong colour changes** (radiographs are gray; hue means nothing).
 
 Normalization: with ImageNet weights the gray image is normalized with the luma of the

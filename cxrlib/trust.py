@@ -8,7 +8,8 @@ for any run of this book:
 
 * :func:`region_runs` and :func:`region_table` -- the same recipe trained on the full
   image, with the lungs hidden and with only the lungs (``--region``), compared on one
-  test split with stratified bootstrap intervals;
+  test split with exact intervals for proportions and a bootstrap for the AUC, and image by
+  image with McNemar's test (:func:`region_pairs`);
 * :func:`cam_inside` -- the share of each Grad-CAM map inside the lung region, per class
   (:func:`inside_by_class`);
 * :func:`dark_share` and :func:`background_rule` -- a one-number rule ("how much of the
@@ -38,6 +39,8 @@ from .transforms import REGION_LABELS, REGIONS, apply_region
 
 #: A pixel at or below this value (0..255) counts as black in :func:`dark_share`.
 DARK_LEVEL = 10
+#: :func:`read_blackout_shift` calls it a collapse when this share of all images goes to one class.
+COLLAPSE_SHARE = 0.8
 
 
 # --------------------------------------------------------------------------- experiment 1
@@ -74,8 +77,8 @@ def region_table(
     seed: int = 0,
 ) -> Any:
     """One row per (region, measure): accuracy, macro AUC and the sensitivity of each
-    class, with stratified percentile-bootstrap 95 % intervals, on ``split`` of each run's
-    data. Columns: ``region``, ``measure``, ``estimate``, ``low``, ``high``, ``n``.
+    class, with 95 % intervals (exact Clopper-Pearson for the proportions, a stratified
+    bootstrap for the macro AUC), on ``split`` of each run's data. Columns: ``region``, ``measure``, ``estimate``, ``low``, ``high``, ``n``.
 
     The runs must share their data and split (the same recipe with another region does);
     the table refuses runs evaluated on different images, since their numbers would not
@@ -84,6 +87,7 @@ def region_table(
     import pandas as pd
 
     from .evaluate import bootstrap_ci, cached_predictions, class_metrics, macro_auc
+    from .stats import exact_interval
 
     rows: list[dict[str, Any]] = []
     reference: tuple[str, list[str]] | None = None
@@ -94,20 +98,69 @@ def region_table(
         elif (pred.root, list(pred.paths)) != reference:
             raise CXRError(f"the {region} run was evaluated on other images than the first run; "
                            "train the variants with the same data, split and seed")  # fmt: skip
-        # the names of bootstrap_ci, and how the table calls them
-        estimates = {"accuracy": float(pred.correct.mean()), "macro_auc": macro_auc(pred.probs, pred.labels)}
-        names = {"accuracy": "accuracy", "macro_auc": "macro AUC"}
+        # proportions get exact intervals (a bootstrap collapses to [1, 1] at 10 of 10);
+        # the macro AUC, which has no such formula, a stratified bootstrap
+        auc = macro_auc(pred.probs, pred.labels)
+        auc_ci = bootstrap_ci(pred.probs, pred.labels, pred.classes, n_resamples=n_resamples, seed=seed,
+                              estimates={"macro_auc": auc})["macro_auc"]  # fmt: skip
+        measures = [("accuracy", float(pred.correct.mean()), exact_interval(int(pred.correct.sum()), len(pred))),
+                    ("macro AUC", auc, auc_ci)]  # fmt: skip
         for cls, m in class_metrics(pred.probs, pred.labels, pred.classes).items():
-            estimates[f"sensitivity:{cls}"] = m["sensitivity"]
-            names[f"sensitivity:{cls}"] = f"sensitivity {cls}"
-        # intervals widened to their estimates by bootstrap_ci itself
-        ci = bootstrap_ci(pred.probs, pred.labels, pred.classes, n_resamples=n_resamples, seed=seed,
-                          estimates=estimates, per_class=True)  # fmt: skip
-        for key, value in estimates.items():
-            lo, hi = ci[key]
-            rows.append({"region": region, "measure": names[key], "estimate": value, "low": lo, "high": hi,
+            measures.append((f"sensitivity {cls}", m["sensitivity"], m["sensitivity_ci95"]))
+        for name, value, (lo, hi) in measures:
+            rows.append({"region": region, "measure": name, "estimate": value, "low": lo, "high": hi,
                          "n": len(pred)})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def read_region_table(table: Any, chance: float) -> list[str]:
+    """Sentences reading :func:`region_table`: each model's accuracy against ``chance``
+    (above it only when the whole exact interval is), then, for the lungs-hidden model,
+    which classes it still recognises (the lower end of the sensitivity's interval above
+    chance) and which it does not."""
+    out = []
+    for region, rows in table.groupby("region", sort=False):
+        acc = rows[rows["measure"] == "accuracy"].iloc[0]
+        where = "above" if acc["low"] > chance else "not clearly above"
+        out.append(f"{REGION_LABELS[region]}: accuracy {acc['estimate']:.2f} [{acc['low']:.2f}, {acc['high']:.2f}], "
+                   f"{where} chance ({chance:.2f}).")  # fmt: skip
+        if region != "hide-lungs":
+            continue
+        sens = rows[rows["measure"].str.startswith("sensitivity ")]
+        kept = [f"{m.removeprefix('sensitivity ')} {e:.2f} [{lo:.2f}, {hi:.2f}]"
+                for m, e, lo, hi in zip(sens["measure"], sens["estimate"], sens["low"], sens["high"]) if lo > chance]
+        lost = [m.removeprefix("sensitivity ") for m, lo in zip(sens["measure"], sens["low"]) if lo <= chance]
+        out.append("With the lungs hidden, still recognised above chance: " + (", ".join(kept) or "no class")
+                   + "; not clearly above chance: " + (", ".join(lost) or "no class") + ".")  # fmt: skip
+    return out
+
+
+def region_pairs(runs: Mapping[str, str | os.PathLike[str]], data_dir: str | os.PathLike[str] | None = None, *,
+                 split: str = "test") -> Any:  # fmt: skip
+    """The full-image model against each other region's model on the same ``split``
+    images, with McNemar's exact test (:func:`cxrlib.stats.mcnemar`): one row per region,
+    with the images only one of the two got right, the p-value and a sentence."""
+    import pandas as pd
+
+    from .evaluate import cached_predictions
+    from .stats import describe_paired, mcnemar
+
+    if "full" not in runs:
+        raise CXRError("region_pairs needs the full-image run (key 'full')")
+    full = cached_predictions(runs["full"], data_dir, split=split)
+    rows = []
+    for region, run in runs.items():
+        if region == "full":
+            continue
+        other = cached_predictions(run, data_dir, split=split)
+        if list(other.paths) != list(full.paths):
+            raise CXRError(f"the {region} run was evaluated on other images than the full-image run")
+        test = mcnemar(full.correct, other.correct)
+        rows.append({"against": REGION_LABELS[region], "accuracy, full image": float(full.correct.mean()),
+                     "accuracy, other": float(other.correct.mean()), "only full image right": test["a_only"],
+                     "only the other right": test["b_only"], "McNemar p": test["p"],
+                     "reading": describe_paired(REGION_LABELS["full"], REGION_LABELS[region], test)})  # fmt: skip
+    return pd.DataFrame(rows).set_index("against")
 
 
 def wide_table(table: Any, digits: int = 2) -> Any:
@@ -206,6 +259,32 @@ def inside_by_class(result: CamInside, *, n_resamples: int = 1000, seed: int = 0
     return pd.DataFrame(rows).set_index("class")
 
 
+#: A ResNet's last feature map has one cell per 32 input pixels; below this many cells a
+#: side, a map cannot say where inside the lungs the evidence lies.
+MIN_MAP_CELLS = 4
+
+
+def read_inside(result: CamInside, by_class: Any) -> list[str]:
+    """Sentences reading :func:`inside_by_class`: how coarse the maps are (and, below
+    :data:`MIN_MAP_CELLS` cells a side, that no conclusion is drawn from them), then which
+    classes' maps lie inside the region less than a uniform map would."""
+    size = int(result.images.shape[-1])
+    cells = max(1, size // 32)
+    out = [f"The maps have {cells} x {cells} cells (one per 32 pixels of the {size}-px input); a uniform map "
+           f"puts {result.area:.0%} of its energy inside the {result.region_label}."]  # fmt: skip
+    if cells < MIN_MAP_CELLS:
+        out.append(f"With fewer than {MIN_MAP_CELLS} cells a side, each cell covers much of the region and of its "
+                   "surroundings at once: these shares describe the grid, not what the model looks at, and no "
+                   "conclusion is drawn from them here.")  # fmt: skip
+        return out
+    below = [f"{c} ({row['mean inside']:.2f} [{row['low']:.2f}, {row['high']:.2f}])"
+             for c, row in by_class.iterrows() if row["high"] < result.area]  # fmt: skip
+    above = [c for c, row in by_class.iterrows() if row["low"] > result.area]
+    out.append("Mean inside share below the uniform map's, whole interval: " + (", ".join(below) or "no class")
+               + "; above it: " + (", ".join(above) or "no class") + ".")  # fmt: skip
+    return out
+
+
 # --------------------------------------------------------------------------- experiment 3
 
 
@@ -295,6 +374,26 @@ def blackout_shift(run: str | os.PathLike[str], data_dir: str | os.PathLike[str]
                         normalize="index")  # fmt: skip
         frames.append(f.reindex(columns=pred.classes, fill_value=0.0).assign(when=when))
     return pd.concat(frames).reset_index().set_index(["when", "true"]).loc[["before", "after"]]
+
+
+def read_blackout_shift(shift: Any, region: str = "lungs-only") -> list[str]:
+    """One sentence per true class reading :func:`blackout_shift`: the share still given
+    its true class before and after the blackout, and where the largest share went."""
+    out = []
+    change = "the surround blacked out" if region == "lungs-only" else "the lungs blacked out"
+    for cls in shift.loc["before"].index:
+        before, after = shift.loc[("before", cls)], shift.loc[("after", cls)]
+        top = after.drop(labels=[cls]).astype(float)
+        went = f"; the most went to {top.idxmax()} ({top.max():.0%})" if top.max() > 0 else ""
+        out.append(f"{cls}: {before[cls]:.0%} predicted as {cls} before, {after[cls]:.0%} with {change}{went}.")
+    # the share of all images (the classes weigh as in the split) given each class afterwards
+    after_all = shift.loc["after"].astype(float).mean(axis=0)
+    top = str(after_all.idxmax())
+    if after_all[top] >= COLLAPSE_SHARE:
+        why = (" Lung_Opacity is the class whose films are segmented in the sample (experiment 3): to this model, "
+               "black regions mean Lung_Opacity." if top == "Lung_Opacity" else "")  # fmt: skip
+        out.append(f"A collapse: {after_all[top]:.0%} of all images become {top} with {change}.{why}")
+    return out
 
 
 # --------------------------------------------------------------------------- experiment 5

@@ -13,6 +13,8 @@ no network), waits for its scripts and widgets, saves a full-page screenshot as
 - an empty widget area (a widget view whose rendered area is missing or has no content);
 - formulas left as TeX source (MathJax did not render);
 - a JavaScript exception thrown while the page loads;
+- an absolute local path (the repository, the data folder, a cache, the home folder) in the
+  page's text;
 - a page of the table of contents that was not built.
 
 Requests to other hosts are blocked and listed as notes (they are not problems: the book
@@ -69,6 +71,7 @@ PAGE_PROBE = r"""
   const formulas = document.querySelectorAll("span.math, div.math").length;
   const typeset = document.querySelectorAll("mjx-container").length;
   return JSON.stringify({title: document.title, widgets, images, errors, formulas, typeset,
+    text: document.body ? document.body.innerText : "",
     stateScripts: document.querySelectorAll('script[type="application/vnd.jupyter.widget-state+json"]').length,
     height: Math.max(doc.scrollHeight, document.body ? document.body.scrollHeight : 0)});
 })()
@@ -243,6 +246,14 @@ class Browser:
 
 
 # --------------------------------------------------------------------------- check
+def local_paths() -> list[str]:
+    """Absolute paths of this machine that a page must never show: the repository, the
+    data folder, the caches and the home folder (a reader's copy has other paths)."""
+    candidates = [str(ROOT), os.environ.get("CXR_DATA_DIR", ""), os.environ.get("CXR_CACHE_DIR", ""),
+                  os.environ.get("CXR_RUNS_DIR", ""), os.path.expanduser("~")]  # fmt: skip
+    return sorted({c.rstrip("/") for c in candidates if len(c.rstrip("/")) > 4 and c.startswith("/")})
+
+
 def check_page(browser: Browser, url: str, shot: Path, wait: float) -> tuple[list[str], dict]:
     problems: list[str] = []
     browser.events.clear()
@@ -279,6 +290,9 @@ def check_page(browser: Browser, url: str, shot: Path, wait: float) -> tuple[lis
         problems.append(f"{info['formulas']} formula(s) not rendered by MathJax")
     if info["widgets"] and not info["stateScripts"]:
         problems.append("widget views but no embedded widget state")
+    for prefix in local_paths():
+        if prefix in info["text"]:
+            problems.append(f"an absolute local path is shown on the page: {prefix}")
     for event in browser.events:
         if event["method"] == "Runtime.exceptionThrown":
             details = event["params"]["exceptionDetails"]

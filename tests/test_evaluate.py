@@ -14,6 +14,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from cxrlib import evaluate as ev
+from cxrlib import stats
 from cxrlib.cli import main
 from cxrlib.config import CXRError
 
@@ -35,8 +36,9 @@ PROBS = np.array([
 ])  # fmt: skip
 LABELS = np.array([0, 0, 0, 1, 1, 2, 2, 2])
 
-JSON_KEYS = {"n", "classes", "accuracy", "balanced_accuracy", "macro_auc", "per_class", "confusion_matrix", "ci95", "ece"}
-CLASS_KEYS = {"sensitivity", "specificity", "precision", "f1", "auc", "support"}
+JSON_KEYS = {"n", "classes", "accuracy", "balanced_accuracy", "macro_auc", "per_class", "confusion_matrix", "ci95",
+             "ci95_method", "ece"}  # fmt: skip
+CLASS_KEYS = {"sensitivity", "sensitivity_ci95", "specificity", "specificity_ci95", "precision", "f1", "auc", "support"}
 
 
 def _pred(probs: np.ndarray = PROBS, labels: np.ndarray = LABELS) -> ev.Predictions:
@@ -165,6 +167,37 @@ def test_interval_is_widened_to_contain_the_estimate() -> None:
     assert ci["accuracy"][0] == 0.01
     # 1,000 resamples by default on the command line and in compute_metrics
     assert ev.compute_metrics.__kwdefaults__["n_resamples"] >= 1000
+
+
+def test_proportions_get_exact_intervals_and_the_auc_a_bootstrap() -> None:
+    m = ev.compute_metrics(_pred(), n_resamples=200)
+    assert m["ci95"]["accuracy"] == pytest.approx(stats.exact_interval(5, 8))
+    covid = m["per_class"]["COVID"]
+    assert m["ci95"]["covid_sensitivity"] == covid["sensitivity_ci95"] == pytest.approx(stats.exact_interval(2, 3))
+    assert covid["specificity_ci95"] == pytest.approx(stats.exact_interval(4, 5))
+    assert "Clopper-Pearson" in m["ci95_method"]["accuracy"] and "bootstrap" in m["ci95_method"]["macro_auc"]
+    # where a bootstrap collapses (10 of 10 right), the exact interval does not
+    lo, hi = stats.exact_interval(10, 10)
+    assert lo == pytest.approx(0.6915, abs=1e-4) and hi == 1.0
+    assert stats.exact_interval(0, 0) != stats.exact_interval(0, 0)  # nan: no images, no interval
+
+
+def test_confusions_calibration_and_threshold_are_read_in_sentences() -> None:
+    m = ev.compute_metrics(_pred(), n_resamples=50)
+    assert ev.top_confusions(m, 2) == [("COVID", "Lung_Opacity", 1), ("Lung_Opacity", "Viral Pneumonia", 1)]
+    assert ev.describe_confusions(m).startswith("3 of 8 test images are misclassified; the most frequent errors: 1 COVID")
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 50)
+    logits = rng.normal(size=(200, 4)) + 1.5 * np.eye(4)[labels]
+    sharp = np.exp(3 * logits) / np.exp(3 * logits).sum(1, keepdims=True)  # over-confident
+    pred = ev.Predictions(sharp, labels, CLASSES, [str(i) for i in range(200)])
+    cal = ev.calibration(pred, pred, n_resamples=100)
+    sentence = ev.describe_calibration(cal)
+    assert cal["temperature"] > 1 and "softened" in sentence and "lowered the test ECE" in sentence
+    assert cal["ece_before_ci95"][0] <= cal["ece_before"] <= cal["ece_before_ci95"][1]
+    op = ev.operating_point(pred, pred, target_sensitivity=0.9)
+    text = ev.describe_operating_point(op)
+    assert f"{op['test']['sensitivity']:.1%} on test" in text and "50 COVID images" in text
 
 
 def test_covid_sensitivity_interval_when_covid_absent() -> None:

@@ -133,11 +133,13 @@ def test_randomization_and_sanity_check(model: torch.nn.Module, images: torch.Te
     result = explain.sanity_check(model, images, method="gradcam")
     assert torch.equal(state, torch.get_rng_state())  # the global generator is left alone
     assert result["spearman"].shape == (3,) and result["trained"].shape == (3, 64, 64)
-    assert -1.0 <= result["mean_spearman"] <= 1.0
+    finite = np.isfinite(result["spearman"])
+    assert result["mean_abs_spearman"] == pytest.approx(np.abs(result["spearman"][finite]).mean())
     same = explain.sanity_check(model, images, method="gradcam")
     assert np.array_equal(same["randomized"], result["randomized"], equal_nan=True)  # seeded
     cascade = explain.sanity_cascade(model, images, depth=2)
     assert list(cascade) == ["fc", "layer4"]
+    assert explain.read_cascade(cascade).startswith(f"Mean absolute Spearman similarity {cascade['fc']:.2f} with fc")
     with pytest.raises(CXRError):
         explain.randomize_top_layers(model, "layer9")
 
@@ -148,3 +150,30 @@ def test_spearman_conventions() -> None:
     assert explain._spearman(ramp, -ramp) == pytest.approx(-1.0)
     assert explain._spearman(ramp, np.zeros((4, 4))) == 0.0
     assert np.isnan(explain._spearman(np.zeros((4, 4)), np.zeros((4, 4))))
+
+
+def test_gradcam_hirescam_and_cam_are_one_map_at_layer4_and_part_at_layer3(model: torch.nn.Module,
+                                                                          images: torch.Tensor) -> None:  # fmt: skip
+    """Global average pooling then one linear layer follow layer4: the gradient is the same
+    at every position, so HiResCAM's map is Grad-CAM's. At layer3 it is not."""
+    targets = [0, 1, 2]
+    deep = explain.method_agreement(model, images, targets, ["gradcam", "hirescam"], layer="layer4")
+    assert deep.loc["hirescam", "largest pixel difference"] < 1e-4
+    # the original CAM: the classifier's weights times the activations, summed over channels
+    with torch.no_grad():
+        feats = {}
+        hook = cam_target_layer(model).register_forward_hook(lambda m, i, o: feats.__setitem__("A", o))
+        model(images)
+        hook.remove()
+        cam = torch.einsum("nkhw,nk->nhw", feats["A"], model.fc.weight[targets]).clamp_min(0)
+    up = torch.nn.functional.interpolate(cam[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    lo = up.amin(dim=(1, 2), keepdim=True)
+    up = ((up - lo) / (up.amax(dim=(1, 2), keepdim=True) - lo + 1e-7)).numpy()
+    gradcam = explain.compute_cams(model, images, targets, "gradcam")
+    assert np.abs(up - gradcam).max() < 1e-3
+    shallow = explain.method_agreement(model, images, targets, ["gradcam", "hirescam"], layer="layer3")
+    assert shallow.loc["hirescam", "largest pixel difference"] > 1e-3
+    assert "a different map: hirescam" in explain.read_agreement(shallow)
+    assert "the same map as Grad-CAM: hirescam" in explain.read_agreement(deep)
+    with pytest.raises(CXRError, match="CAM layer"):
+        cam_target_layer(model, "layer9")

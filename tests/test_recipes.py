@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -10,24 +9,11 @@ from cxrlib.recipes import (
     HONEST_CLASSES,
     load_posthoc,
     load_recipe_runs,
-    mcnemar,
     posthoc_verdicts,
     recipe_summary,
     verdict,
 )
 from cxrlib.train import preset
-
-
-def test_mcnemar_counts_discordant_images_and_gives_the_exact_p() -> None:
-    a = "1" * 80 + "1" * 15 + "0" * 5
-    b = "1" * 80 + "0" * 15 + "1" * 5
-    result = mcnemar(a, b)
-    assert (result["a_only"], result["b_only"]) == (15, 5)
-    assert result["p"] == pytest.approx(0.04138946533203125)  # 2 * P(X <= 5), X ~ Binomial(20, 1/2)
-    assert mcnemar(a, a) == {"a_only": 0, "b_only": 0, "p": 1.0}
-    assert mcnemar(np.array([True, False]), np.array([False, False]))["a_only"] == 1
-    with pytest.raises(ValueError, match="same images"):
-        mcnemar("101", "10")
 
 
 def test_verdict_needs_every_seed_to_agree_and_be_significant() -> None:

@@ -72,8 +72,10 @@ def test_chapter_2_student_notebook_runs_and_reports_its_stub(student_dir: Path,
 
     errors = [(i, o) for i, c in enumerate(nb.cells) if c.cell_type == "code"
               for o in c.outputs if o.output_type == "error"]  # fmt: skip
-    assert [o.ename for _, o in errors] == ["NotImplementedError"], errors
+    # one error per stub, in order: the augmentation to write, then the flip to check
+    assert [o.ename for _, o in errors] == ["NotImplementedError"] * 2, errors
     assert "Exercise ex-aug-own: not written yet" in errors[0][1].evalue
+    assert "Exercise ex-aug-flip: not written yet" in errors[1][1].evalue
     check = next(c for c in nb.cells if c.cell_type == "code" and "check_augmentation(my_augmentation)" in c.source)
     shown = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in check.outputs)
     assert "not written yet" in shown, check.outputs

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxrlib import trust
+from cxrlib import stats, trust
 from cxrlib.cli import build_parser, main
 from cxrlib.config import CXRError
 from cxrlib.data import CHEST_BOX, CXRData, CXRDataset, central_chest_box
@@ -193,6 +193,19 @@ def test_region_table_and_wide_table(plain_data: Path, tmp_path: Path) -> None:
     lo, hi = float(row["low"]), float(row["high"])
     assert wide.loc["accuracy", "lungs hidden"] == f"{row['estimate']:.2f} [{lo:.2f}, {hi:.2f}]"
 
+    # proportions carry exact intervals: the accuracy's is Clopper-Pearson's
+    assert (lo, hi) == pytest.approx(stats.exact_interval(int(pred.correct.sum()), len(pred)))
+    sentences = trust.read_region_table(table, chance=0.25)
+    assert sentences[0].startswith("full image: accuracy") and "chance (0.25)" in sentences[0]
+    assert any(s.startswith("With the lungs hidden, still recognised above chance:") for s in sentences)
+    pairs = trust.region_pairs(runs)
+    full = predict_split(runs["full"], split="test")
+    only_full = int((full.correct & ~pred.correct).sum())
+    assert pairs.loc["lungs hidden", "only full image right"] == only_full
+    assert pairs.loc["lungs hidden", "reading"].startswith(f"{only_full} images only full image got right")
+    with pytest.raises(CXRError, match="full-image run"):
+        trust.region_pairs({"hide-lungs": runs["hide-lungs"]})
+
     other = build_dataset(tmp_path / "other", dict.fromkeys(CANONICAL, 12), size=40, seed=7).path
     train(replace(TINY, epochs=1), tmp_path / "elsewhere", data_dir=other, progress=False, log=lambda m: None)
     with pytest.raises(CXRError, match="other images"):
@@ -221,8 +234,12 @@ def test_cam_inside_and_blackout_shift(plain_data: Path, tmp_path: Path) -> None
     assert set(table.index) <= set(CANONICAL) and table["n"].sum() == finite.sum()
     assert ((table["low"] <= table["mean inside"]) & (table["mean inside"] <= table["high"])).all()
 
+    sentences = trust.read_inside(result, table)
+    assert sentences[0].startswith("The maps have 2 x 2 cells") and "no conclusion is drawn" in sentences[1]
+
     shift = trust.blackout_shift(tmp_path / "run")
     assert list(shift.index.get_level_values("when").unique()) == ["before", "after"]
+    assert len(trust.read_blackout_shift(shift)) >= len(shift.loc["before"])
     np.testing.assert_allclose(shift.sum(axis=1).to_numpy(), 1.0)
     with pytest.raises(CXRError, match="hide-lungs or lungs-only"):
         trust.blackout_shift(tmp_path / "run", region="full")
@@ -268,3 +285,17 @@ def test_naive_split_leakage_counts_spread_groups(tmp_path: Path) -> None:
     assert result["grouped_split"] == 0
     assert 0 <= result["naive_min"] <= result["naive_mean"] <= result["naive_max"] <= 4
     assert result["naive_max"] >= 1  # with 16 of 44 images held out, some pair gets torn apart
+
+
+def test_blackout_reading_names_a_collapse_into_lung_opacity() -> None:
+    import pandas as pd
+
+    classes = ["COVID", "Lung_Opacity", "Normal"]
+    before = pd.DataFrame(np.eye(3), index=classes, columns=classes)
+    after = pd.DataFrame([[0.1, 0.9, 0.0], [0.0, 1.0, 0.0], [0.0, 0.85, 0.15]], index=classes, columns=classes)
+    shift = pd.concat([before.assign(when="before"), after.assign(when="after")]).rename_axis("true")
+    shift = shift.reset_index().set_index(["when", "true"])
+    sentences = trust.read_blackout_shift(shift)
+    assert sentences[0] == ("COVID: 100% predicted as COVID before, 10% with the surround blacked out; the most went "
+                            "to Lung_Opacity (90%).")  # fmt: skip
+    assert sentences[-1].startswith("A collapse: 92% of all images become Lung_Opacity") and "segmented" in sentences[-1]

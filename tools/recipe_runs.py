@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import binomtest
 
+from cxrlib import stats
 from cxrlib.evaluate import bootstrap_ci, macro_auc, predict_split
 from cxrlib.train import TrainConfig, load_model, preset, train
 from cxrlib.transforms import AugmentConfig
@@ -86,8 +86,7 @@ FIELDS = ["variant", "changes", "seed", "arch", "img_size", "epochs", "epoch_ima
 
 def exact_interval(successes: int, n: int) -> tuple[float, float, float]:
     """Estimate and Clopper-Pearson 95 % interval of a proportion."""
-    ci = binomtest(successes, n).proportion_ci(confidence_level=0.95, method="exact")
-    return successes / n, float(ci.low), float(ci.high)
+    return (successes / n, *stats.exact_interval(successes, n))
 
 
 def describe(overrides: dict[str, Any]) -> str:

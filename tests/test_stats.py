@@ -1,0 +1,35 @@
+"""Statistics a reviewer accepts: exact intervals for proportions, McNemar for paired models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cxrlib.stats import describe_paired, exact_interval, mcnemar
+
+
+def test_mcnemar_counts_discordant_images_and_gives_the_exact_p() -> None:
+    a = "1" * 80 + "1" * 15 + "0" * 5
+    b = "1" * 80 + "0" * 15 + "1" * 5
+    result = mcnemar(a, b)
+    assert (result["a_only"], result["b_only"]) == (15, 5)
+    assert result["p"] == pytest.approx(0.04138946533203125)  # 2 * P(X <= 5), X ~ Binomial(20, 1/2)
+    assert mcnemar(a, a) == {"a_only": 0, "b_only": 0, "p": 1.0}
+    assert mcnemar(np.array([True, False]), np.array([False, False]))["a_only"] == 1
+    with pytest.raises(ValueError, match="same images"):
+        mcnemar("101", "10")
+
+
+def test_exact_interval_matches_known_values() -> None:
+    lo, hi = exact_interval(380, 400)
+    # the quantiles of Beta(380, 21) and Beta(381, 20), computed independently
+    assert lo == pytest.approx(0.92383, abs=1e-5) and hi == pytest.approx(0.96919, abs=1e-5)
+    assert exact_interval(0, 10)[0] == 0.0 and exact_interval(0, 10)[1] == pytest.approx(0.3085, abs=1e-4)
+
+
+def test_paired_sentence_reads_the_test() -> None:
+    assert describe_paired("A", "B", mcnemar("1" * 20, "1" * 20)).endswith("no difference to test.")
+    strong = describe_paired("A", "B", mcnemar("1" * 30 + "0" * 2, "0" * 30 + "1" * 2))
+    assert strong.startswith("30 images only A got right and 2 only B got right") and "unlikely to be chance" in strong
+    weak = describe_paired("A", "B", mcnemar("1100", "0011"))
+    assert "no measurable difference (McNemar p = 1.00)" in weak
