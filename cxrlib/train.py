@@ -24,6 +24,7 @@ import math
 import os
 import pickle
 import random
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -580,8 +581,10 @@ def train(
                             num_workers=config.workers, pin_memory=dev.type == "cuda")  # fmt: skip
         ddp_model.train()
         total_loss, total_correct, seen = 0.0, 0, 0
+        # the per-batch bar only in a terminal: in a notebook each epoch's bar would stay on
+        # the page as an empty widget (blank space in the rendered book); the epochs bar stays
         for images, target in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, unit="batch",
-                                   disable=not (progress and main_process)):  # fmt: skip
+                                   disable=not (progress and main_process and sys.stderr.isatty())):  # fmt: skip
             images = images.to(dev, non_blocking=True)
             target = torch.as_tensor(target).to(dev, non_blocking=True)
             images = images.contiguous(memory_format=torch.channels_last)
@@ -635,8 +638,9 @@ def train(
             _write_json(run_dir / "history.json", history)
             epochs_bar.set_postfix(loss=f"{entry['train_loss']:.3f}", acc=f"{metrics['accuracy']:.3f}",
                                    auc=f"{metrics['macro_auc']:.4f}")  # fmt: skip
-            say(f"epoch {epoch + 1}/{config.epochs}: train loss {entry['train_loss']:.4f}, valid accuracy "
-                f"{metrics['accuracy']:.4f}, valid macro AUC {metrics['macro_auc']:.4f} ({epoch_time:.1f} s)")  # fmt: skip
+            # short enough for a book page's code column (no clipped log lines)
+            say(f"epoch {epoch + 1}/{config.epochs}: loss {entry['train_loss']:.3f}, valid acc "
+                f"{metrics['accuracy']:.3f}, AUC {metrics['macro_auc']:.4f} ({epoch_time:.0f} s)")  # fmt: skip
         if config.patience is not None and epoch - best_epoch >= config.patience:
             stopped = "early-stopping"
             say(f"early stopping: no better validation macro AUC for {config.patience} epochs")

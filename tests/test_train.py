@@ -389,3 +389,12 @@ def test_training_seeds_share_one_split(tiny_data: Path, tmp_path: Path) -> None
     other_split = replace(TINY, epochs=1, split_seed=1)
     train(other_split, tmp_path / "split1", data_dir=tiny_data, progress=False, log=lambda m: None)
     assert (tmp_path / "split1" / "split.csv").read_text() != (tmp_path / "s3" / "split.csv").read_text()
+
+
+def test_progress_shows_epochs_but_no_batch_bars_off_a_terminal(tiny_data: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """In a notebook (stderr is not a terminal) a per-batch bar per epoch would leave one
+    empty widget per epoch on the rendered page; only the epochs bar is shown."""
+    train(replace(TINY, epochs=2), tmp_path / "run", data_dir=tiny_data, progress=True, log=lambda m: None)
+    err = capsys.readouterr().err
+    assert "epochs" in err and "batch" not in err
