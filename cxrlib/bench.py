@@ -91,6 +91,20 @@ def time_explorer_steps(explorer: Any, indices: Sequence[int]) -> list[float]:
     return times
 
 
+#: Milliseconds within which an explorer step feels instant (chapter 6, ``cxr bench``).
+STEP_TARGET_MS = 150
+
+
+def describe_steps(times: Sequence[float], size: int, warmup: int = 2) -> str:
+    """One sentence reading :func:`time_explorer_steps`: median and slowest step after
+    ``warmup`` steps, and whether the median is within :data:`STEP_TARGET_MS`."""
+    timed = list(times)[warmup:]
+    median, slowest = float(statistics.median(timed)), float(max(timed))
+    verdict = "within" if median <= STEP_TARGET_MS else "over"
+    return (f"per step at {size} px: median {median:.0f} ms, slowest {slowest:.0f} ms (after {warmup} warm-up "
+            f"steps): the median is {verdict} the {STEP_TARGET_MS} ms a step should take")  # fmt: skip
+
+
 def bench_explorer(data: Any, *, img_size: int = 224, steps: int = 30, warmup: int = 3, arch: str = "resnet18",
                    method: str = "gradcam") -> dict[str, Any]:  # fmt: skip
     """Milliseconds per explorer step (median and 95th percentile over ``steps``)."""

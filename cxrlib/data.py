@@ -75,6 +75,9 @@ from .transforms import REGIONS, apply_region
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 
+#: The whole COVID-19 Radiography Database (Kaggle, version 5), per class.
+DATABASE_COUNTS: dict[str, int] = {"COVID": 3616, "Lung_Opacity": 6012, "Normal": 10192, "Viral Pneumonia": 1345}
+
 #: Bumped whenever the canonical pixels or the scan's hashes would change.
 PIPELINE_VERSION = 1
 
@@ -196,6 +199,18 @@ class ScanResult:
     @property
     def has_masks(self) -> bool:
         return bool(self.records) and all(r.mask is not None for r in self.records)
+
+    def describe_size(self) -> str:
+        """This folder against the whole database: "the whole database", or the share of
+        it that this folder (a sample) holds."""
+        whole = sum(DATABASE_COUNTS.values())
+        n = len(self.records)
+        return "the whole database" if n >= whole else f"a sample of {n / whole:.0%} of the database's {whole:,}"
+
+    def summary(self) -> str:
+        """One line for the book's introduction: folder name, readable images, per class."""
+        counts = ", ".join(f"{name} {count:,}" for name, count in self.counts.items())
+        return f"the folder {self.root.name}, {len(self.records):,} readable images ({counts})."
 
     def select(self, indices: Sequence[int]) -> ScanResult:
         """A scan restricted to some records (same root and skipped list)."""

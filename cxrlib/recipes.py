@@ -76,6 +76,12 @@ def load_recipe_runs() -> pd.DataFrame:
         return pd.read_csv(f, dtype={"valid_correct": str, "commit": str})
 
 
+def reference_of(variant: str, baseline: str = "base", baseline_epochs: int = 12) -> tuple[str, int]:
+    """The ``(variant, epochs)`` rows a variant is compared with: the preset's own runs for a
+    ``preset+...`` variant, the starting recipe at the screening budget otherwise."""
+    return PRESET_RUNS if variant.startswith("preset+") else (baseline, baseline_epochs)
+
+
 def recipe_summary(runs: pd.DataFrame | None = None, baseline: str = "base", baseline_epochs: int = 12) -> pd.DataFrame:
     """One row per variant and budget: its seeds, mean validation numbers over the seeds,
     minutes, and the paired comparison with ``baseline`` (trained for ``baseline_epochs``,
@@ -85,7 +91,7 @@ def recipe_summary(runs: pd.DataFrame | None = None, baseline: str = "base", bas
     rows = []
     for (variant, epochs, images), group in runs.groupby(["variant", "epochs", "epoch_images"], sort=False):
         paired, tests = [], []
-        against, against_epochs = PRESET_RUNS if variant.startswith("preset+") else (baseline, baseline_epochs)
+        against, against_epochs = reference_of(variant, baseline, baseline_epochs)
         ref = runs[(runs.variant == against) & (runs.epochs == against_epochs)]
         is_ref = variant == baseline and epochs == baseline_epochs
         for _, run in group.iterrows():
@@ -139,8 +145,7 @@ def describe_variant(variant: str, runs: pd.DataFrame | None = None) -> str:
     if rows.empty:
         raise KeyError(f"no measured variant {variant!r}; see load_recipe_runs().variant")
     row = rows.iloc[0]
-    against_name = row["compared with"].split(",")[0]
-    against_epochs = int(row["compared with"].split(",")[1].split("×")[0])
+    against_name, against_epochs = reference_of(variant)
     against = runs[(runs.variant == against_name) & (runs.epochs == against_epochs)]
     seeds = sorted(runs[runs.variant == variant].seed)
     reference = against[against.seed.isin(seeds)].accuracy.mean()

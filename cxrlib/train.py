@@ -264,7 +264,11 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     path = Path(path)
     if path.is_dir():
         path = path / "best.pt"
-    ckpt = load_checkpoint(path)
+    return model_from_checkpoint(load_checkpoint(path), device)
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cpu") -> LoadedModel:
+    """The :class:`LoadedModel` of a checkpoint already read by :func:`load_checkpoint`."""
     config = TrainConfig.from_dict(ckpt["config"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -703,7 +707,7 @@ def _fold_class_offsets(run_dir: Path, valid_loader: DataLoader, dev: torch.devi
     best = load_checkpoint(run_dir / "best.pt")
     if "class_offsets" in best:  # a resumed run that had finished: already folded
         return dict(best["metrics"])
-    loaded = load_model(run_dir / "best.pt", device=dev)
+    loaded = model_from_checkpoint(best, device=dev)
     before_probs, valid_labels = predict_proba(loaded.model, valid_loader, dev)
     offsets = fit_class_offsets(before_probs, valid_labels)
     with torch.no_grad():

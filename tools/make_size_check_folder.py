@@ -32,8 +32,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-#: The database's class counts (COVID-19 Radiography Database, version 5 on Kaggle).
-DATABASE_COUNTS = {"COVID": 3616, "Lung_Opacity": 6012, "Normal": 10192, "Viral Pneumonia": 1345}
+from cxrlib.data import DATABASE_COUNTS
+
 
 
 def changed_copy(source: Path, target: Path, k: int) -> None:
