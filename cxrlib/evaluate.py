@@ -30,7 +30,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -674,16 +674,24 @@ def describe_operating_point(op: dict[str, Any]) -> str:
             f"(sensitivity {argmax_rule['sensitivity']:.1%}).")  # fmt: skip
 
 
-def ece_interval(probs: np.ndarray, labels: np.ndarray, *, n_resamples: int = 1000, seed: int = 0,
-                 alpha: float = 0.05) -> list[float]:  # fmt: skip
-    """Stratified percentile-bootstrap interval of the :func:`expected_calibration_error`
-    (images resampled within each true class). With a few hundred images the ECE is noisy,
-    and this interval says how noisy."""
+def _stratified_resamples(labels: np.ndarray, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """Index arrays of ``n_resamples`` bootstrap samples drawn within each true class."""
     rng = np.random.default_rng(seed)
     strata = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    for _ in range(n_resamples):
+        yield np.concatenate([s[rng.integers(0, len(s), len(s))] for s in strata])
+
+
+def ece_interval(probs: np.ndarray, labels: np.ndarray, *, n_resamples: int = 1000, seed: int = 0,
+                 alpha: float = 0.05, versus: np.ndarray | None = None) -> list[float]:  # fmt: skip
+    """Stratified percentile-bootstrap interval of the :func:`expected_calibration_error`
+    (images resampled within each true class). With a few hundred images the ECE is noisy,
+    and this interval says how noisy. With ``versus`` (other probabilities for the same
+    images), the interval of the *change* ``ECE(probs) - ECE(versus)``, paired: both are
+    computed on the same resamples, as two models on the same images must be compared."""
     values = [expected_calibration_error(probs[idx], labels[idx])
-              for idx in (np.concatenate([s[rng.integers(0, len(s), len(s))] for s in strata])
-                          for _ in range(n_resamples))]  # fmt: skip
+              - (expected_calibration_error(versus[idx], labels[idx]) if versus is not None else 0.0)
+              for idx in _stratified_resamples(labels, n_resamples, seed)]  # fmt: skip
     lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
     return [float(lo), float(hi)]
 
@@ -698,6 +706,7 @@ def calibration(valid: Predictions, test: Predictions, *, n_resamples: int = 100
             "ece_after": expected_calibration_error(scaled, test.labels),
             "ece_before_ci95": ece_interval(test.probs, test.labels, n_resamples=n_resamples),
             "ece_after_ci95": ece_interval(scaled, test.labels, n_resamples=n_resamples),
+            "ece_change_ci95": ece_interval(scaled, test.labels, n_resamples=n_resamples, versus=test.probs),
             "nll_before": nll(test.probs, test.labels), "nll_after": nll(scaled, test.labels),
             "curve_before": reliability_curve(test.probs, test.labels),
             "curve_after": reliability_curve(scaled, test.labels),
@@ -706,18 +715,22 @@ def calibration(valid: Predictions, test: Predictions, *, n_resamples: int = 100
 
 def describe_calibration(cal: dict[str, Any]) -> str:
     """One sentence reading :func:`calibration`: which way the fitted temperature pushed the
-    probabilities, and whether the test ECE went down or up, with its intervals."""
+    probabilities, whether the test ECE went down or up, with its intervals, and whether
+    the paired interval of the change excludes 0."""
     t = cal["temperature"]
     direction = ("softened (the model was over-confident on validation)" if t > 1
                  else "sharpened (the model was under-confident on validation)")  # fmt: skip
     before, after = cal["ece_before"], cal["ece_after"]
     (b_lo, b_hi), (a_lo, a_hi) = cal["ece_before_ci95"], cal["ece_after_ci95"]
     moved = "lowered" if after < before else "raised" if after > before else "left"
-    overlap = ("the two intervals overlap, so this test split cannot tell the difference apart from noise"
-               if a_lo <= b_hi and b_lo <= a_hi else "the two intervals do not overlap")  # fmt: skip
+    # the same images before and after: a paired interval of the change, not overlapping intervals
+    c_lo, c_hi = cal["ece_change_ci95"]
+    change = (f"the paired bootstrap interval of the change, [{c_lo:+.3f}, {c_hi:+.3f}], "
+              + ("includes 0, so this test split cannot tell the change apart from noise" if c_lo <= 0 <= c_hi
+                 else "excludes 0"))  # fmt: skip
     return (f"T = {t:.2f} {direction}; it {moved} the test ECE from {before:.3f} [{b_lo:.3f}, {b_hi:.3f}] to "
             f"{after:.3f} [{a_lo:.3f}, {a_hi:.3f}] (bootstrap 95% intervals), and the test NLL from "
-            f"{cal['nll_before']:.3f} to {cal['nll_after']:.3f}: {overlap}.")  # fmt: skip
+            f"{cal['nll_before']:.3f} to {cal['nll_after']:.3f}; {change}.")  # fmt: skip
 
 
 def top_confusions(metrics: dict[str, Any], k: int = 3) -> list[tuple[str, str, int]]:
