@@ -31,42 +31,52 @@ HONEST_CLASSES = ("COVID", "Normal", "Viral Pneumonia")
 PRESET_RUNS = ("no-noise-blur", 22)
 
 
+def posthoc_reference(choice: str) -> str:
+    """The prediction a post-hoc choice is judged against: a combination ending in
+    ``+offsets`` against the offsets alone (what the preset already does), any other choice
+    against the model as saved (``plain``)."""
+    return "offsets" if choice.endswith("+offsets") else "plain"
+
+
 def load_posthoc() -> pd.DataFrame:
     """Choices measured without retraining (``tools/recipe_posthoc.py``): test-time
-    augmentation, a 32-px larger test size and cross-fitted class offsets against the saved
-    model, per run, with McNemar's test of each against the plain prediction on the same
-    validation images."""
+    augmentation, a 32-px larger test size, cross-fitted class offsets, and the larger size
+    with offsets, per run, with McNemar's test of each against its reference
+    (:func:`posthoc_reference`) on the same validation images."""
     with resources.files("cxrlib").joinpath("recipe_posthoc.json").open() as f:
         results = json.load(f)
     rows = []
     for run, modes in results.items():
         for mode in (m for m in modes if m != "plain"):
-            test = mcnemar(modes[mode]["correct"], modes["plain"]["correct"])
-            rows.append({"run": run, "choice": mode, "accuracy, plain": modes["plain"]["accuracy"],
+            reference = posthoc_reference(mode)
+            test = mcnemar(modes[mode]["correct"], modes[reference]["correct"])
+            rows.append({"run": run, "choice": mode, "compared with": reference,
+                         "accuracy, without it": modes[reference]["accuracy"],
                          "accuracy, with it": modes[mode]["accuracy"], "images only it got right": test["a_only"],
-                         "images only plain got right": test["b_only"], "McNemar p": test["p"],
+                         "images only the reference got right": test["b_only"], "McNemar p": test["p"],
                          **{f"{c} sensitivity, {label}": modes[key][f"sens_{c}"] for c in ("COVID", "Normal")
-                            for label, key in (("plain", "plain"), ("with it", mode))}})  # fmt: skip
+                            for label, key in (("without it", reference), ("with it", mode))}})  # fmt: skip
     return pd.DataFrame(rows)
 
 
 def posthoc_verdicts(posthoc: pd.DataFrame | None = None, alpha: float = 0.05) -> list[str]:
-    """One sentence per choice of :func:`load_posthoc`: the range of accuracy changes over
-    the runs, in how many runs it was ahead, behind or level, in how many the paired test
-    was significant (one run in twenty is, by chance alone), and the mean COVID and Normal
-    sensitivities without and with it."""
+    """One sentence per choice of :func:`load_posthoc`: against what it is compared, the
+    range of accuracy changes over the runs, in how many runs it was ahead, behind or level,
+    in how many the paired test was significant (one run in twenty is, by chance alone), and
+    the mean COVID and Normal sensitivities without and with it."""
     posthoc = load_posthoc() if posthoc is None else posthoc
     out = []
     for choice, rows in posthoc.groupby("choice", sort=False):
-        change = 100 * (rows["accuracy, with it"] - rows["accuracy, plain"])
-        ahead = int((rows["images only it got right"] > rows["images only plain got right"]).sum())
-        behind = int((rows["images only it got right"] < rows["images only plain got right"]).sum())
+        change = 100 * (rows["accuracy, with it"] - rows["accuracy, without it"])
+        ahead = int((rows["images only it got right"] > rows["images only the reference got right"]).sum())
+        behind = int((rows["images only it got right"] < rows["images only the reference got right"]).sum())
         significant = int((rows["McNemar p"] < alpha).sum())
-        balance = ", ".join(f"mean {c} sensitivity {rows[f'{c} sensitivity, plain'].mean():.3f} -> "
+        balance = ", ".join(f"mean {c} sensitivity {rows[f'{c} sensitivity, without it'].mean():.3f} -> "
                             f"{rows[f'{c} sensitivity, with it'].mean():.3f}" for c in ("COVID", "Normal"))  # fmt: skip
-        out.append(f"{choice}: over {len(rows)} runs, accuracy changed by {change.min():+.2f} to {change.max():+.2f} "
-                   f"points (ahead in {ahead}, behind in {behind}, level in {len(rows) - ahead - behind}; McNemar "
-                   f"p < {alpha:g} in {significant} of {len(rows)}); {balance}")  # fmt: skip
+        out.append(f"{choice} (against {posthoc_reference(choice)}): over {len(rows)} runs, accuracy changed by "
+                   f"{change.min():+.2f} to {change.max():+.2f} points (ahead in {ahead}, behind in {behind}, level "
+                   f"in {len(rows) - ahead - behind}; McNemar p < {alpha:g} in {significant} of {len(rows)}); "
+                   f"{balance}")  # fmt: skip
     return out
 
 

@@ -8,6 +8,7 @@ four-class accuracy and macro AUC, for
 * ``tta``: the mean of the softmax over the image and four mild views of it (scaled by 0.95
   and 1.05, rotated by -4 and +4 degrees, black fill, as in training's augmentation);
 * ``size+32``: the images given at 32 px more than the training size;
+* ``size+32+offsets``: both, the offsets fitted (cross-fitted) on the larger size's outputs;
 * ``offsets``: per-class logit offsets (:func:`cxrlib.train.fit_class_offsets`), measured
   honestly by cross-fitting: the validation split is cut in two halves (stratified by class,
   seed 0), and each half is predicted with the offsets fitted on the other.
@@ -44,7 +45,7 @@ def scores(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[st
             "correct": "".join("01"[int(v)] for v in predicted == labels)}  # fmt: skip
 
 
-CHOICES = ("tta", "size+32", "offsets")
+CHOICES = ("tta", "size+32", "offsets", "size+32+offsets")
 
 
 def crossfit_offsets(probs: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -77,11 +78,12 @@ def measure(run: Path, choices: tuple[str, ...] = CHOICES) -> dict[str, dict[str
                              fill=0)  # fmt: skip
             views.append(predict_images(loaded, moved[:, 0].numpy()))
         out["tta"] = scores(np.mean(views, axis=0), pred.labels, pred.classes)
-    if "size+32" in choices:
+    if "size+32" in choices or "size+32+offsets" in choices:
         size = loaded.preprocessing.img_size + 32
         bigger = replace(loaded, preprocessing=replace(loaded.preprocessing, img_size=size))
         big = predict_split(bigger, data_dir=json.loads((run / "config.json").read_text())["data_dir"], split="valid")
         out["size+32"] = scores(big.probs, big.labels, big.classes)
+        out["size+32+offsets"] = scores(crossfit_offsets(big.probs, big.labels), big.labels, big.classes)
     return out
 
 
