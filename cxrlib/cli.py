@@ -81,12 +81,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench_explorer, bench_training
     from .data import CXRData
+    from .pages import chapter_config
+    from .train import ensure_run
 
+    if args.run is not None and not (Path(args.run) / "config.json").is_file():
+        raise CXRError(f"not a run folder (no config.json): {args.run}")
     data = CXRData.load(args.data, fast=args.fast or None, progress=False)
     flat = bench_training(data, img_size=args.img_size, batch_size=args.batch_size, steps=args.steps,
                           rounds=args.rounds, workers=args.workers)  # fmt: skip
     if args.explorer_steps:
-        flat.update(bench_explorer(data, img_size=args.explorer_size, steps=args.explorer_steps))
+        run = args.run
+        if run is None:  # the chapters' own run in this mode (trained first if missing, as chapter 3 would)
+            config = chapter_config()
+            run = ensure_run(config, f"ch03-{config.preset}", data_dir=data.root, progress=False,
+                             log=lambda line: print(line, file=sys.stderr))  # fmt: skip
+        own = int(json.loads((Path(run) / "config.json").read_text())["train"]["img_size"])
+        sizes = list(dict.fromkeys([own, args.explorer_size]))  # the headline numbers are the last size's
+        flat.update(bench_explorer(run, data.root, sizes=sizes, steps=args.explorer_steps))
     if args.json:
         print(json.dumps(flat, indent=2))
     else:
@@ -233,7 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=_positive_int, default=3)
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--fast", action="store_true", help="use the fast-mode subset")
-    p.add_argument("--explorer-size", type=_positive_int, default=224, help="image size of the explorer bench")
+    p.add_argument("--run", metavar="RUN", help="trained run for the explorer bench (default: the chapters' run "
+                   "of this mode, trained first if missing)")
+    p.add_argument("--explorer-size", type=_positive_int, default=224,
+                   help="image size of the explorer bench, besides the run's own (goal: 150 ms median at 224)")
     p.add_argument("--explorer-steps", type=int, default=30, help="timed explorer steps (0: skip that bench)")
     p.set_defaults(func=_cmd_bench)
     return parser

@@ -205,12 +205,42 @@ class ScanResult:
         it that this folder (a sample) holds."""
         whole = sum(DATABASE_COUNTS.values())
         n = len(self.records)
-        return "the whole database" if n >= whole else f"a sample of {n / whole:.0%} of the database's {whole:,}"
+        if n >= whole:
+            return "the whole database"
+        share = f"{n / whole:.0%}" if n >= whole / 100 else "less than 1%"
+        return f"a sample of {share} of the database's {whole:,}"
+
+    def describe_images(self) -> str:
+        """How many readable images, and what share of the database that is: "2,548 images,
+        a sample of 12% of the database's 21,165" (for the build note of every page)."""
+        return f"{len(self.records):,} images, {self.describe_size()}"
+
+    def describe_balance(self) -> str:
+        """This folder's largest and smallest class against the whole database's published
+        counts (:data:`DATABASE_COUNTS`): how unbalanced each is."""
+
+        def extremes(counts: dict[str, int]) -> str:
+            largest, smallest = max(counts, key=counts.__getitem__), min(counts, key=counts.__getitem__)
+            ratio = counts[largest] / max(counts[smallest], 1)
+            return (f"{largest} {counts[largest]:,} and {smallest} {counts[smallest]:,} images, "
+                    f"{ratio:.1f} to 1")  # fmt: skip
+
+        folder = self.counts
+        if not folder:
+            return "this folder holds no readable image"
+        if len(folder) == 1:
+            name, count = next(iter(folder.items()))
+            return f"this folder holds one class only: {name} {count:,} images"
+        database = {name: DATABASE_COUNTS[name] for name in folder}
+        same = "" if len(folder) == len(DATABASE_COUNTS) else " (the same classes)"
+        return (f"largest and smallest class: this folder {extremes(folder)}; the whole database{same} "
+                f"{extremes(database)}")  # fmt: skip
 
     def summary(self) -> str:
-        """One line for the book's introduction: folder name, readable images, per class."""
+        """One line for the book's introduction: folder name, readable images, per class, and
+        the share of the database it holds (:meth:`describe_size`)."""
         counts = ", ".join(f"{name} {count:,}" for name, count in self.counts.items())
-        return f"the folder {self.root.name}, {len(self.records):,} readable images ({counts})."
+        return f"the folder {self.root.name}, {len(self.records):,} readable images ({counts}), {self.describe_size()}."
 
     def select(self, indices: Sequence[int]) -> ScanResult:
         """A scan restricted to some records (same root and skipped list)."""

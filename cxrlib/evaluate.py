@@ -50,6 +50,9 @@ COVID = "COVID"
 #: Bins of the reliability diagram and of the expected calibration error (equal width).
 N_BINS = 10
 
+#: Bootstrap resamples of every interval that has no exact formula (the macro AUC, the ECE).
+N_RESAMPLES = 1000
+
 #: Format of the prediction cache (:func:`cached_predictions`); bump when it changes.
 PREDICTIONS_CACHE_VERSION = 1
 
@@ -480,7 +483,7 @@ def bootstrap_ci(
     labels: np.ndarray,
     classes: list[str],
     *,
-    n_resamples: int = 1000,
+    n_resamples: int = N_RESAMPLES,
     seed: int = 0,
     alpha: float = 0.05,
     estimates: dict[str, float] | None = None,
@@ -660,18 +663,62 @@ def operating_point(valid: Predictions, test: Predictions, target_sensitivity: f
 
 
 def describe_operating_point(op: dict[str, Any]) -> str:
-    """One sentence reading :func:`operating_point`: the sensitivity the validation
-    threshold reached on validation and on test (with its exact interval), and what it cost
+    """Two sentences reading :func:`operating_point`: the sensitivity the validation
+    threshold reached on validation and on test, whether the exact interval of the test
+    sensitivity includes the target, lies above it or below it, and what the threshold cost
     in specificity against the arg-max rule."""
     test, valid, argmax_rule = op["test"], op["valid"], op["test_argmax"]
+    target = op["target_sensitivity"]
     lo, hi = test["sensitivity_ci95"]
-    side = ("below" if test["sensitivity"] < op["target_sensitivity"] else
-            "at or above")  # fmt: skip
-    return (f"The threshold {op['threshold']:.3f}, chosen for {op['target_sensitivity']:.0%} sensitivity on validation "
-            f"(where it reached {valid['sensitivity']:.1%}), reached {test['sensitivity']:.1%} on test (exact 95% "
-            f"interval [{lo:.1%}, {hi:.1%}], {test['positives']} COVID images), {side} the target; its test "
-            f"specificity is {test['specificity']:.1%}, against {argmax_rule['specificity']:.1%} for the arg-max rule "
-            f"(sensitivity {argmax_rule['sensitivity']:.1%}).")  # fmt: skip
+    side = "below" if test["sensitivity"] < target else "at or above"
+    if hi < target:
+        verdict = "lies wholly below the target"
+    elif lo >= target:
+        verdict = "lies wholly at or above the target"
+    else:
+        verdict = "includes the target, so this test split cannot tell whether the rule reaches it on new patients"
+    return (f"The threshold {op['threshold']:.3f}, chosen for {target:.0%} sensitivity on validation (where it "
+            f"reached {valid['sensitivity']:.1%}), reached {test['sensitivity']:.1%} on test, {side} the target; "
+            f"its exact 95% interval over the {test['positives']} COVID images, [{lo:.1%}, {hi:.1%}], {verdict}. "
+            f"Its test specificity is {test['specificity']:.1%}, against {argmax_rule['specificity']:.1%} for the "
+            f"arg-max rule (sensitivity {argmax_rule['sensitivity']:.1%}).")  # fmt: skip
+
+
+def operating_point_table(op: dict[str, Any], digits: int = 3) -> Any:
+    """:func:`operating_point` as a pandas table: one row per rule (the arg-max rule on
+    test, the threshold on validation and on test), columns sensitivity, specificity,
+    precision and the share flagged, as numbers rounded to ``digits``."""
+    import pandas as pd
+
+    threshold = op["threshold"]
+    rules = {"arg-max rule, test": op["test_argmax"],
+             f"p(COVID) >= {threshold:.3f}, validation": op["valid"],
+             f"p(COVID) >= {threshold:.3f}, test": op["test"]}  # fmt: skip
+    columns = ("sensitivity", "specificity", "precision", "flagged")
+    rows = {name: {c: float(m[c]) for c in columns} for name, m in rules.items()}
+    return pd.DataFrame.from_dict(rows, orient="index").round(digits)
+
+
+def describe_threshold_choice(chosen_on_valid: dict[str, Any], chosen_on_test: dict[str, Any],
+                              target_sensitivity: float) -> str:  # fmt: skip
+    """One sentence comparing, on the test split, a COVID threshold chosen on validation with
+    one chosen on test (both :func:`threshold_metrics` on test): what choosing on test
+    seems to gain, in sensitivity or in specificity, on the very images it was fitted to."""
+    v, t = chosen_on_valid, chosen_on_test
+    head = (f"Chosen on test, the threshold {t['threshold']:.3f} reaches {t['sensitivity']:.1%} sensitivity on "
+            f"test, at least {target_sensitivity:.0%} by construction; chosen on validation, {v['threshold']:.3f} "
+            f"reaches {v['sensitivity']:.1%}")  # fmt: skip
+    if v["sensitivity"] < target_sensitivity:
+        return (f"{head}, below the target. On these images, choosing on test turns a missed target into a met one "
+                "(and pays for it in specificity): an optimism fitted to these COVID images, which new patients "
+                "will not share.")  # fmt: skip
+    gain = round(100 * t["specificity"], 1) - round(100 * v["specificity"], 1)  # points, between the printed values
+    if round(gain, 1) > 0:
+        return (f"{head}. Both reach the target, and the test-chosen threshold also looks better in specificity, "
+                f"{t['specificity']:.1%} against {v['specificity']:.1%} ({gain:+.1f} points): an optimism fitted "
+                "to these COVID images, which new patients will not share.")  # fmt: skip
+    return (f"{head}. Both reach the target with the same specificity, {v['specificity']:.1%}: here choosing on "
+            "test gained nothing, yet its number is still fitted to these images.")  # fmt: skip
 
 
 def _stratified_resamples(labels: np.ndarray, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
@@ -682,7 +729,7 @@ def _stratified_resamples(labels: np.ndarray, n_resamples: int, seed: int) -> It
         yield np.concatenate([s[rng.integers(0, len(s), len(s))] for s in strata])
 
 
-def ece_interval(probs: np.ndarray, labels: np.ndarray, *, n_resamples: int = 1000, seed: int = 0,
+def ece_interval(probs: np.ndarray, labels: np.ndarray, *, n_resamples: int = N_RESAMPLES, seed: int = 0,
                  alpha: float = 0.05, versus: np.ndarray | None = None) -> list[float]:  # fmt: skip
     """Stratified percentile-bootstrap interval of the :func:`expected_calibration_error`
     (images resampled within each true class). With a few hundred images the ECE is noisy,
@@ -696,7 +743,7 @@ def ece_interval(probs: np.ndarray, labels: np.ndarray, *, n_resamples: int = 10
     return [float(lo), float(hi)]
 
 
-def calibration(valid: Predictions, test: Predictions, *, n_resamples: int = 1000) -> dict[str, Any]:
+def calibration(valid: Predictions, test: Predictions, *, n_resamples: int = N_RESAMPLES) -> dict[str, Any]:
     """Temperature fitted on ``valid``; ECE (with bootstrap intervals), NLL and reliability
     curves on ``test`` before and after scaling."""
     t = fit_temperature(valid.probs, valid.labels)
@@ -713,13 +760,32 @@ def calibration(valid: Predictions, test: Predictions, *, n_resamples: int = 100
             "test_scaled": test.with_probs(scaled)}  # fmt: skip
 
 
+def _lean(temperature: float) -> int:
+    """+1 when the fitted temperature softens (T > 1 at two decimals), -1 when it sharpens, 0 at 1.00."""
+    t = round(temperature, 2)
+    return 1 if t > 1 else -1 if t < 1 else 0
+
+
+def describe_temperature(temperature: float) -> str:
+    """Which way a temperature fitted on validation (:func:`fit_temperature`) says the model
+    leans: over-confident (T > 1, scaling softens its probabilities), under-confident (T < 1,
+    scaling sharpens them) or neither (T = 1.00 at two decimals)."""
+    lean = _lean(temperature)
+    if lean > 0:
+        return f"over-confident on validation (T = {temperature:.2f} > 1 softens its probabilities)"
+    if lean < 0:
+        return f"under-confident on validation (T = {temperature:.2f} < 1 sharpens its probabilities)"
+    return f"neither over- nor under-confident on validation (T = {temperature:.2f})"
+
+
 def describe_calibration(cal: dict[str, Any]) -> str:
     """One sentence reading :func:`calibration`: which way the fitted temperature pushed the
     probabilities, whether the test ECE went down or up, with its intervals, and whether
     the paired interval of the change excludes 0."""
     t = cal["temperature"]
-    direction = ("softened (the model was over-confident on validation)" if t > 1
-                 else "sharpened (the model was under-confident on validation)")  # fmt: skip
+    direction = {1: "softened (the model was over-confident on validation)",
+                 -1: "sharpened (the model was under-confident on validation)",
+                 0: "left the probabilities almost as they were"}[_lean(t)]  # fmt: skip
     before, after = cal["ece_before"], cal["ece_after"]
     (b_lo, b_hi), (a_lo, a_hi) = cal["ece_before_ci95"], cal["ece_after_ci95"]
     moved = "lowered" if after < before else "raised" if after > before else "left"
@@ -731,6 +797,26 @@ def describe_calibration(cal: dict[str, Any]) -> str:
     return (f"T = {t:.2f} {direction}; it {moved} the test ECE from {before:.3f} [{b_lo:.3f}, {b_hi:.3f}] to "
             f"{after:.3f} [{a_lo:.3f}, {a_hi:.3f}] (bootstrap 95% intervals), and the test NLL from "
             f"{cal['nll_before']:.3f} to {cal['nll_after']:.3f}; {change}.")  # fmt: skip
+
+
+def describe_temperature_effect(before: Predictions, after: Predictions) -> str:
+    """One sentence on what temperature scaling (``after``, e.g. ``calibration()["test_scaled"]``)
+    changed against ``before`` on the same images: predicted classes, accuracy, and the
+    largest change of a one-vs-rest AUC (at four decimals, as a page prints them)."""
+    changed = int((after.predicted != before.predicted).sum())
+    acc_before, acc_after = float(before.correct.mean()), float(after.correct.mean())
+    accuracy = (f"the accuracy stayed at {acc_before:.4f}" if acc_before == acc_after
+                else f"the accuracy went from {acc_before:.4f} to {acc_after:.4f}")  # fmt: skip
+    auc_before = class_metrics(before.probs, before.labels, before.classes)
+    auc_after = class_metrics(after.probs, after.labels, after.classes)
+    moves = {c: auc_after[c]["auc"] - m["auc"] for c, m in auc_before.items()
+             if math.isfinite(m["auc"]) and math.isfinite(auc_after[c]["auc"])}  # fmt: skip
+    head = f"{changed} of {len(before)} predicted classes changed and {accuracy}"
+    largest = max(moves, key=lambda c: abs(moves[c])) if moves else None
+    if largest is None or round(abs(moves[largest]), 4) == 0:
+        return f"{head}; no one-vs-rest AUC changed at four decimals."
+    return (f"{head}; the one-vs-rest AUCs moved by at most {abs(moves[largest]):.4f} ({largest}: "
+            f"{auc_before[largest]['auc']:.4f} -> {auc_after[largest]['auc']:.4f}).")  # fmt: skip
 
 
 def top_confusions(metrics: dict[str, Any], k: int = 3) -> list[tuple[str, str, int]]:
@@ -752,7 +838,51 @@ def describe_confusions(metrics: dict[str, Any], k: int = 3) -> str:
     return f"{total} of {metrics['n']} test images are misclassified; the most frequent errors: {listed}."
 
 
-def compute_metrics(pred: Predictions, *, n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+def describe_class_pair(metrics: dict[str, Any], cls: str, other: str) -> str:
+    """One sentence on two classes of :func:`compute_metrics`: the one-vs-rest AUC of ``cls``
+    and the errors between the two, each way (e.g. Viral Pneumonia and Normal, where an age
+    shortcut would show)."""
+    per_class, cm = metrics["per_class"], metrics["confusion_matrix"]
+    missing = [c for c in (cls, other) if c not in per_class]
+    if missing:
+        return f"No {' or '.join(missing)} image in this split: nothing to read about {cls} and {other}."
+    i, j = cm["labels"].index(cls), cm["labels"].index(other)
+    matrix = cm["matrix"]
+    return (f"{cls}: one-vs-rest AUC {per_class[cls]['auc']:.3f}; {matrix[j][i]} of {per_class[other]['support']} "
+            f"{other} test images called {cls}, and {matrix[i][j]} of {per_class[cls]['support']} {cls} images "
+            f"called {other}.")  # fmt: skip
+
+
+def read_confusion_pairs(pairs: Any) -> str:
+    """Sentences reading a table of mistakes per ``(true, predicted)`` pair (columns
+    ``count`` and ``mean``, the mean confidence), as chapter 6 builds it: the most frequent
+    pair, the most confident pair, and the COVID films called Normal (missed patients)."""
+    if len(pairs) == 0:
+        return "No mistakes: no pair to investigate."
+
+    def pair(key: Any) -> str:
+        count = int(pairs.loc[key, "count"])
+        return (f"{key[0]} -> {key[1]}, {count} mistake{'s' if count != 1 else ''} at mean confidence "
+                f"{pairs.loc[key, 'mean']:.2f}")  # fmt: skip
+
+    frequent = pairs["count"].sort_values(ascending=False, kind="stable").index[0]
+    confident = pairs["mean"].idxmax()
+    text = f"Most frequent: {pair(frequent)}"
+    text += ("; it is also the most confident pair." if tuple(confident) == tuple(frequent)
+             else f"; most confident: {pair(confident)}.")  # fmt: skip
+    missed = (COVID, "Normal")
+    if missed in (tuple(frequent), tuple(confident)):
+        text += " COVID films called Normal are missed patients."
+    elif missed in pairs.index:
+        count = int(pairs.loc[missed, "count"])
+        text += (f" COVID films called Normal (missed patients): {count}, at mean confidence "
+                 f"{pairs.loc[missed, 'mean']:.2f}.")  # fmt: skip
+    else:
+        text += " No COVID film was called Normal."
+    return text
+
+
+def compute_metrics(pred: Predictions, *, n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict[str, Any]:
     """Every number of ``cxr evaluate --json`` for one set of predictions (``nan`` where
     undefined; see :func:`json_ready`).
 
@@ -788,6 +918,58 @@ def compute_metrics(pred: Predictions, *, n_resamples: int = 1000, seed: int = 0
     metrics["ci95_method"] = CI_METHODS
     metrics["ece"] = expected_calibration_error(probs, labels)
     return metrics
+
+
+def per_class_table(metrics: dict[str, Any], digits: int = 3) -> Any:
+    """The per-class metrics of :func:`compute_metrics` as a pandas table to show: sensitivity
+    and specificity each with its exact 95 % interval (``0.950 [0.887, 0.984]``), precision,
+    F1 and AUC rounded to ``digits``, and the number of images of the class."""
+    import pandas as pd
+
+    def with_interval(value: float, interval: Sequence[float]) -> str:
+        if not math.isfinite(value):
+            return "n/a"
+        lo, hi = interval
+        return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+    rows = {name: {"sensitivity [95% CI]": with_interval(m["sensitivity"], m["sensitivity_ci95"]),
+                   "specificity [95% CI]": with_interval(m["specificity"], m["specificity_ci95"]),
+                   "precision": round(m["precision"], digits), "F1": round(m["f1"], digits),
+                   "AUC": round(m["auc"], digits), "images": int(m["support"])}
+            for name, m in metrics["per_class"].items()}  # fmt: skip
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def describe_interval_widths(metrics: dict[str, Any], cls: str = COVID) -> str:
+    """One sentence comparing the widths of the exact intervals of :func:`compute_metrics`:
+    the accuracy (over every image), the sensitivity of ``cls`` (over its own images only)
+    and its specificity (over the images of the other classes)."""
+    per_class = metrics["per_class"]
+    if cls not in per_class:
+        return f"No {cls} image in this split: no sensitivity to compare with the accuracy."
+    n, m = metrics["n"], per_class[cls]
+    lo, hi = metrics["ci95"]["accuracy"]
+    accuracy = hi - lo
+    sens = m["sensitivity_ci95"][1] - m["sensitivity_ci95"][0]
+    positives = m["support"]
+    text = (f"Widths of the exact 95% intervals: accuracy {accuracy:.3f}, over all {n} images; {cls} sensitivity "
+            f"{sens:.3f}, over its {positives} {cls} images ({sens / accuracy:.1f} times the accuracy's)")  # fmt: skip
+    others = n - positives
+    if others == 0:
+        return text + "."
+    spec = m["specificity_ci95"][1] - m["specificity_ci95"][0]
+    return (f"{text}; {cls} specificity {spec:.3f}, over the {others} images of the other classes "
+            f"({spec / accuracy:.1f} times).")  # fmt: skip
+
+
+def describe_class_sizes(pred: Predictions) -> str:
+    """How many images each class present has, in words: ``100 per class`` when they are
+    equal, ``from 80 to 100 per class`` otherwise."""
+    counts = np.bincount(pred.labels, minlength=len(pred.classes))[pred.present]
+    if len(counts) == 0:
+        return "no images"
+    lo, hi = int(counts.min()), int(counts.max())
+    return f"{lo:,} per class" if lo == hi else f"from {lo:,} to {hi:,} per class"
 
 
 def json_ready(obj: Any) -> Any:

@@ -255,6 +255,41 @@ def examples_by_class(labels: np.ndarray, probs: np.ndarray, n: int = 2) -> dict
     return out
 
 
+def describe_examples(examples: dict[int, dict[str, list[int]]], classes: Sequence[str], n: int = 2) -> str:
+    """One sentence on :func:`examples_by_class`: the classes with fewer than ``n`` right or
+    ``n`` wrong predictions, whose cells of a gallery stay empty."""
+    gaps = []
+    for c, found in examples.items():
+        for kind in ("right", "wrong"):
+            k = len(found[kind])
+            if k < n:
+                gaps.append(f"{'no' if k == 0 else f'only {k}'} {kind} prediction{'s' if k > 1 else ''} "
+                            f"of {classes[c]}")  # fmt: skip
+    if not gaps:
+        return f"Every class has at least {n} right and {n} wrong predictions: no cell is empty."
+    return "Empty cells: " + "; ".join(gaps) + "."
+
+
+def read_inside_shares(inside: np.ndarray, area: float, region: str = "central-chest box",
+                       map_side: int | None = None) -> str:  # fmt: skip
+    """One sentence reading a few maps' inside shares (:func:`cam_inside_fraction`) against
+    ``area``, the share a uniform map would put inside the region: each share, and how many
+    lie above and below the uniform map's (at whole percent, as printed). ``map_side``: the
+    cells a side of the maps, said so that coarse maps are read as such."""
+    values = [float(v) for v in np.asarray(inside, dtype=float).ravel()]
+    shown = [round(100 * v) for v in values if np.isfinite(v)]
+    if not shown:
+        return "No map has any positive evidence: there is no share to compare."
+    uniform = round(100 * area)
+    above, below = sum(v > uniform for v in shown), sum(v < uniform for v in shown)
+    grid = f" Each map has {map_side}x{map_side} cells." if map_side else ""
+    if len(shown) < len(values):
+        grid += f" {len(values) - len(shown)} map(s) without positive evidence are left out."
+    return (f"Inside the {region}: {', '.join(f'{v}%' for v in shown)} of the maps' energy, against {uniform}% for a "
+            f"uniform map: {above} of {len(shown)} above it, {below} below, {len(shown) - above - below} level."
+            f"{grid}")  # fmt: skip
+
+
 def overlay(image: Any, cam: np.ndarray, *, alpha: float = 0.45) -> np.ndarray:
     """An RGB float image (0..1): the gray X-ray (``uint8``, or floats in 0..1) with the CAM
     as a jet heatmap on top."""
@@ -289,37 +324,77 @@ def randomize_top_layers(model: nn.Module, upto: str = "layer4", seed: int = 0) 
 def method_agreement(model: nn.Module, images: torch.Tensor, target_classes: Sequence[int],
                      methods: Sequence[str] = tuple(CAM_METHODS), layer: str = "layer4") -> Any:  # fmt: skip
     """Each method's maps against Grad-CAM's at one ``layer``, for the same images and
-    classes: the mean Spearman rank correlation and the largest pixel difference.
+    classes: the mean Spearman rank correlation and the largest pixel difference
+    (:func:`agreement_table`).
 
     At ``layer4`` of a ResNet, global average pooling and one linear layer follow: the
     gradient of a class score is the same at every position of a channel, so Grad-CAM's
     channel weights are the classifier's weights divided by the number of positions, and
-    HiResCAM (gradient times activation, position by position) and the original CAM of
-    Zhou et al. give Grad-CAM's map exactly (up to scale, which the 0..1 scaling removes).
-    At ``layer3`` the gradients vary over positions, and the methods part ways.
+    HiResCAM (gradient times activation, position by position) gives Grad-CAM's map
+    exactly. Grad-CAM's weighted sum is the original CAM of Zhou et al. (which has no
+    ReLU) divided by that number: after the ReLU and the 0..1 scaling, both give the
+    positive part of CAM. At ``layer3`` the gradients vary over positions, and the methods
+    part ways.
     """
+    reference = compute_cams(model, images, target_classes, "gradcam", layer=layer)
+    maps = {m: reference if m == "gradcam" else compute_cams(model, images, target_classes, m, layer=layer)
+            for m in methods}  # fmt: skip
+    return agreement_table(maps, layer=layer, reference=reference)
+
+
+def agreement_table(maps: dict[str, np.ndarray], layer: str = "layer4", reference: np.ndarray | None = None) -> Any:
+    """Maps of several methods (``{method: maps}``, one map ``(H, W)`` or a stack ``(n, H, W)``
+    each, for the same images and classes) against Grad-CAM's (``reference``, else
+    ``maps["gradcam"]``): one row per method with the ``layer``, the mean Spearman rank
+    correlation and the largest pixel difference, as :func:`read_agreement` reads them."""
     import pandas as pd
 
-    reference = compute_cams(model, images, target_classes, "gradcam", layer=layer)
+    if reference is None:
+        if "gradcam" not in maps:
+            raise CXRError("agreement_table needs Grad-CAM's maps (a 'gradcam' entry or reference=)")
+        reference = maps["gradcam"]
+    reference = np.asarray(reference, dtype=float)
+    reference = reference[None] if reference.ndim == 2 else reference
     rows = []
-    for m in methods:
-        maps = reference if m == "gradcam" else compute_cams(model, images, target_classes, m, layer=layer)
-        rho = [_spearman(a, b) for a, b in zip(reference, maps)]
+    for m, stack in maps.items():
+        stack = np.asarray(stack, dtype=float)
+        stack = stack[None] if stack.ndim == 2 else stack
+        rho = [_spearman(a, b) for a, b in zip(reference, stack)]
         rows.append({"method": m, "layer": layer, "mean Spearman with gradcam": float(np.nanmean(rho)),
-                     "largest pixel difference": float(np.abs(maps - reference).max())})  # fmt: skip
+                     "largest pixel difference": float(np.abs(stack - reference).max())})  # fmt: skip
     return pd.DataFrame(rows).set_index("method")
 
 
 def read_agreement(agreement: Any, same_below: float = 1e-4) -> str:
     """One sentence naming the methods whose maps equal Grad-CAM's (largest pixel difference
-    below ``same_below``) and those that differ, with their mean Spearman correlation."""
+    below ``same_below``) and those that differ, with their mean Spearman correlation and
+    largest pixel difference."""
     layer = str(agreement["layer"].iloc[0])
     others = agreement.drop(index="gradcam", errors="ignore")
     same = [m for m, row in others.iterrows() if row["largest pixel difference"] < same_below]
-    differ = [f"{m} (Spearman {row['mean Spearman with gradcam']:.2f})" for m, row in others.iterrows()
+    differ = [f"{m} (Spearman {row['mean Spearman with gradcam']:.2f}, largest pixel difference "
+              f"{row['largest pixel difference']:.2f})" for m, row in others.iterrows()
               if row["largest pixel difference"] >= same_below]  # fmt: skip
     return (f"At {layer}: the same map as Grad-CAM: {', '.join(same) or 'no method'}; a different map: "
             f"{', '.join(differ) or 'no method'}.")  # fmt: skip
+
+
+def read_method_checks(similarity: dict[str, float], reference: str = "gradcam") -> str:
+    """One sentence reading the randomization check of several methods (``{method: mean
+    absolute Spearman similarity}``, e.g. :func:`sanity_check` per method): which methods
+    give ``reference``'s similarity (at two decimals, as printed) and which method passes
+    worst, its maps depending least on the randomized weights (the highest similarity)."""
+    values = {m: round(float(v), 2) for m, v in similarity.items() if np.isfinite(v)}
+    if not values:
+        return "No method has a defined similarity (every map constant)."
+    ordered = ", ".join(f"{m} {v:.2f}" for m, v in sorted(values.items(), key=lambda mv: mv[1]))
+    text = f"Similarity, trained vs randomized, from lowest to highest: {ordered}."
+    if reference in values:
+        same = [m for m, v in values.items() if m != reference and v == values[reference]]
+        text += f" The same as {reference}'s: {', '.join(same) or 'no method'}."
+    worst = max(values, key=values.get)  # type: ignore[arg-type]
+    return (f"{text} The worst pass, whose maps depend least on the randomized weights: {worst} "
+            f"({values[worst]:.2f}).")  # fmt: skip
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -376,10 +451,24 @@ def sanity_cascade(model: nn.Module, images: torch.Tensor, target_classes: Seque
 
 
 def read_cascade(cascade: dict[str, float]) -> str:
-    """One sentence reading :func:`sanity_cascade`: the similarity after the first and the
-    last randomization, and which way it moved."""
+    """One sentence reading :func:`sanity_cascade` along its whole path: the similarity
+    after the first randomization, then each run of steps in which it fell, rose or stayed
+    (at two decimals, as printed); when it changed direction, where it was lowest."""
     parts = list(cascade)
-    first, last = cascade[parts[0]], cascade[parts[-1]]
-    trend = "rose" if last > first else "fell" if last < first else "stayed"
-    return (f"Mean absolute Spearman similarity {first:.2f} with {parts[0]} randomized, {last:.2f} with everything "
-            f"down to {parts[-1]} randomized: it {trend} as more of the network was randomized.")  # fmt: skip
+    values = [round(float(cascade[p]), 2) for p in parts]
+    if not all(np.isfinite(values)):
+        undefined = ", ".join(p for p, v in zip(parts, values) if not np.isfinite(v))
+        return f"Mean absolute Spearman similarity undefined (every map constant) with {undefined} randomized."
+    runs: list[tuple[str, int]] = []  # (direction, index of the run's last step)
+    for k in range(1, len(values)):
+        step = "rose" if values[k] > values[k - 1] else "fell" if values[k] < values[k - 1] else "stayed"
+        if runs and runs[-1][0] == step:
+            runs[-1] = (step, k)
+        else:
+            runs.append((step, k))
+    lowest = int(np.argmin(values)) if len(runs) > 1 and values.count(min(values)) == 1 else None
+    mark = {k: " (its lowest)" if k == lowest else "" for k in range(len(values))}
+    text = f"Mean absolute Spearman similarity {values[0]:.2f} with {parts[0]} randomized{mark[0]}"
+    moves = [f"{'stayed at' if step == 'stayed' else step + ' to'} {values[k]:.2f} with everything down to "
+             f"{parts[k]} randomized{mark[k]}" for step, k in runs]  # fmt: skip
+    return text + ("; it " + ", then ".join(moves) if moves else "") + "."

@@ -1,4 +1,4 @@
-"""What a chapter page is built with, said on the page.
+"""What a chapter page is built with, said on the page, and sentences that read its results.
 
 Every chapter runs in one of two modes (:func:`cxrlib.config.is_fast`): fast mode, a toy
 model on a small subset that CI builds in minutes, or full mode, the ``cpu`` recipe on the
@@ -6,16 +6,29 @@ whole data folder. A reader must know which one made the numbers in front of the
 chapter calls :func:`chapter_config` for its recipe and shows :func:`build_note` at the top.
 
 Numbers that the prose of a page (or of another page, such as the model card) states are
-*glued* (:func:`glue`): computed where they are shown, never typed.
+*glued* (:func:`glue`): computed where they are shown, never typed. A reading that depends
+on the run (how many, which class, more or fewer than chance) is a sentence printed by a
+function such as :func:`describe_near_duplicates` or :func:`describe_test_overlap`, so it
+stays true in both modes and on every data folder.
 """
 
 from __future__ import annotations
 
 import html
+import math
+import warnings
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
+from torch import nn
+
 from .config import CXRError, get_settings, resolve_data_dir
+from .data import CXRData, scan
+from .models import NARROW, PretrainedUnavailableError, build_model
 from .train import TrainConfig, preset
+from .transforms import IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD
+from .trust import naive_split_leakage
 
 
 def chapter_config() -> TrainConfig:
@@ -23,33 +36,50 @@ def chapter_config() -> TrainConfig:
     return preset("fast") if get_settings().fast else preset("cpu")
 
 
-def build_note_text(config: TrainConfig, data_name: str | None = None) -> tuple[str, str]:
-    """``(title, sentence)`` saying which mode, recipe and data made this page's numbers."""
-    where = f" on the data folder `{data_name}`" if data_name else ""
+def build_note_text(config: TrainConfig, data_name: str | None = None, *, data_size: str | None = None,
+                    subject: str = "This page") -> tuple[str, str]:  # fmt: skip
+    """``(title, sentence)`` saying which mode, recipe and data made ``subject``'s numbers.
+
+    ``data_size`` (e.g. "2,548 images, a sample of 12% of the database's 21,165", from
+    :meth:`cxrlib.data.ScanResult.describe_images`) follows the folder's name when known.
+    ``subject`` starts the sentence: "This page" on a chapter, "This copy of the book" where
+    the note stands for every page (the introduction, the model card).
+    """
+    folder = f"the data folder `{data_name}`" + (f" ({data_size})" if data_size else "") if data_name else ""
     budget = (f"{config.epochs} epochs of {config.epoch_images:,} images" if config.epoch_images
               else f"{config.epochs} passes over the training split")  # fmt: skip
     if config.fast_subset:
         settings = get_settings(fast=True)
-        per_class = settings.valid_size // 4
-        return ("Fast mode", f"This page was built with a toy model: the `{config.preset}` recipe, "
-                f"{config.img_size}-px images, at most {settings.per_class_limit} images per class{where} "
-                f"({per_class} per class for validation and for test), {budget}. Its numbers teach the "
-                "mechanics, not the results: they say nothing about what the method achieves. Unset "
-                "`CXR_FAST` to rebuild it in full mode.")  # fmt: skip
-    return ("Full mode", f"This page was built with the `{config.preset}` recipe: {config.arch}, "
-            f"{config.img_size}-px images, {budget}{where}.")  # fmt: skip
+        return ("Fast mode", f"{subject} was built with a toy model: the `{config.preset}` recipe, "
+                f"{config.img_size}-px images, at most {settings.per_class_limit} images per class "
+                f"({settings.valid_size} for validation and {settings.test_size} for test, equal counts per class)"
+                f"{' from ' + folder if folder else ''}, {budget}. Its numbers teach the mechanics, not the results: "
+                "they say nothing about what the method achieves. Unset `CXR_FAST` to rebuild it in full mode.")  # fmt: skip
+    return ("Full mode", f"{subject} was built with the `{config.preset}` recipe: {config.arch}, "
+            f"{config.img_size}-px images, {budget}{', on ' + folder if folder else ''}.")  # fmt: skip
 
 
-def _data_name() -> str | None:
+def _data_folder() -> tuple[str | None, str | None]:
+    """The name of the data folder the chapter is about to read, and how many images it holds
+    against the database. The scan is cached (a second scan of an unchanged folder decodes
+    nothing), and the chapter scans the folder anyway; without a folder, or when it cannot be
+    scanned, the note says less but still says the mode and the recipe."""
     try:
-        return resolve_data_dir().name  # the folder the chapter is about to read
-    except CXRError:  # no data folder yet: the note still says the mode and the recipe
-        return None
+        folder = resolve_data_dir()
+    except CXRError:
+        return None, None
+    try:
+        size = scan(folder, progress=False).describe_images()
+    except (CXRError, OSError):
+        size = None
+    return folder.name, size
 
 
 def describe_build(config: TrainConfig | None = None) -> str:
-    """The build note as one plain sentence ("Fast mode: ..."), e.g. for the model card."""
-    title, sentence = build_note_text(config or chapter_config(), _data_name())
+    """The build note as one plain sentence for pages that stand for the whole book (the
+    introduction, the model card): "Full mode: This copy of the book was built with ..."."""
+    name, size = _data_folder()
+    title, sentence = build_note_text(config or chapter_config(), name, data_size=size, subject="This copy of the book")
     return f"{title}: {sentence.replace('`', '')}"
 
 
@@ -58,10 +88,122 @@ def build_note(config: TrainConfig | None = None) -> Any:
     from IPython.display import HTML
 
     config = config or chapter_config()
-    title, sentence = build_note_text(config, _data_name())
+    name, size = _data_folder()
+    title, sentence = build_note_text(config, name, data_size=size)
     body = html.escape(sentence).replace("`", "")
     kind = "warning" if config.fast_subset else "note"
     return HTML(f'<div class="admonition {kind}"><p class="admonition-title">{title}</p><p>{body}</p></div>')
+
+
+def _start_weights(config: TrainConfig) -> tuple[nn.Module, bool, str, str]:
+    """``(model, ImageNet weights used, why not in a few words, why not in full)`` for the
+    recipe's network, built as training builds it (``config.pretrained``); a failed download
+    is reported, not raised."""
+    reasons: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model, used = build_model(config.arch, 4, pretrained=config.pretrained)  # type: ignore[arg-type]
+        except PretrainedUnavailableError as err:
+            model, used = build_model(config.arch, 4, pretrained="no")[0], False
+            reasons.append(str(err))
+    reasons += [str(w.message) for w in caught]
+    if used:
+        return model, True, "", ""
+    if config.pretrained == "no":
+        return model, False, 'the recipe asks for none (pretrained="no")', 'the recipe asks for none (pretrained="no")'
+    if config.arch in NARROW:
+        return model, False, f"none exist for {config.arch}", f"none exist for {config.arch}"
+    detail = " ".join(reasons).replace("; training from scratch instead.", "").rstrip(".")
+    return model, False, "they could not be loaded here", detail or "they could not be loaded here"
+
+
+def describe_model_start(config: TrainConfig | None = None) -> tuple[nn.Module, str]:
+    """The recipe's network, built as training builds it, and one sentence on it: its weights,
+    the new classifier's share, the first layer, and whether it starts from ImageNet weights
+    (and why not). Chapter 3 prints it under its table of what fine-tuning keeps."""
+    config = config or chapter_config()
+    model, used, _, why_not = _start_weights(config)
+    classifier: nn.Linear = model.fc  # type: ignore[assignment]
+    first_layer: nn.Conv2d = model.conv1  # type: ignore[assignment]
+    n_weights = sum(p.numel() for p in model.parameters())
+    n_classifier = sum(p.numel() for p in classifier.parameters())
+    network = (f"The `{config.preset}` recipe's network, {config.arch}: {n_weights:,} weights, {n_classifier:,} of "
+               f"them in the new {classifier.out_features}-class classifier; its first layer maps 1 gray channel "
+               f"to {first_layer.out_channels} filters.")  # fmt: skip
+    if used:
+        start = ("ImageNet weights used: True. The first layer's 3 colour filters were summed into 1 gray filter, "
+                 "the classifier is new, and training fine-tunes everything.")  # fmt: skip
+    else:
+        start = (f"ImageNet weights used: False; {why_not}. The network starts from random weights and is trained "
+                 "from scratch: nothing is kept, everything is learnt from the X-rays.")  # fmt: skip
+    return model, f"{network} {start}"
+
+
+def describe_normalization(config: TrainConfig | None = None) -> str:
+    """Which normalization the recipe of this build uses: ImageNet's gray statistics when it
+    starts from ImageNet weights, otherwise the mean and standard deviation of the training
+    images (chapter 2)."""
+    config = config or chapter_config()
+    _, used, why_not, _ = _start_weights(config)
+    if used:
+        return (f"This build's recipe (`{config.preset}`, {config.arch}) starts from ImageNet weights, so it "
+                f"normalizes with the gray version of ImageNet's statistics (mean {IMAGENET_GRAY_MEAN:.3f}, "
+                f"std {IMAGENET_GRAY_STD:.3f}).")  # fmt: skip
+    return (f"This build's recipe (`{config.preset}`, {config.arch}) starts from random weights (ImageNet weights: "
+            f"{why_not}), so it normalizes with the mean and standard deviation of its training images.")  # fmt: skip
+
+
+def describe_near_duplicates(data: CXRData, *, seeds: Iterable[int] = range(20)) -> str:
+    """One sentence on the near-duplicate groups of ``data`` (use the whole folder): how many,
+    whether any mixes classes, whether the book's split keeps each inside one split, and how
+    many a random split that ignores them would spread over two splits
+    (:func:`cxrlib.trust.naive_split_leakage`)."""
+    groups = data.duplicate_groups()
+    if not groups:
+        return f"No near-duplicates among this folder's {len(data.records):,} images: no split can leak a copy."
+    seeds = tuple(seeds)
+    leak = naive_split_leakage(data, seeds=seeds)
+    mixed = sum(len({item["class"] for item in group}) > 1 for group in groups)
+    labels = ("none mixes classes (each group's copies share one label)" if mixed == 0 else
+              f"{mixed} mix{'es' if mixed == 1 else ''} classes (one film, or two nearly identical ones, under two "
+              "labels)")  # fmt: skip
+    kept = ("the book's split keeps every group inside one split" if leak["grouped_split"] == 0 else
+            f"the book's split spreads {leak['grouped_split']} of them over two splits")  # fmt: skip
+    if leak["naive_max"] == 0:
+        naive = f"a random split that ignored the groups spread none of them over two splits in {len(seeds)} tries"
+    else:
+        naive = (f"a random split that ignored the groups would spread {leak['naive_mean']:.1f} of them over two "
+                 f"splits on average (from {leak['naive_min']} to {leak['naive_max']} over {len(seeds)} seeds)")  # fmt: skip
+    return (f"{len(groups)} near-duplicate group{'s' if len(groups) != 1 else ''} ({leak['images']} images) in "
+            f"{len(data.records):,} images; {labels}; {kept}, while {naive}.")  # fmt: skip
+
+
+def describe_test_overlap(first: CXRData, second: CXRData, split: str = "test") -> str:
+    """How many ``split`` images two splits of the same images share, against the number two
+    independent random draws would share: for a class of ``n`` images with ``t1`` and ``t2``
+    of them drawn, ``t1 * t2 / n`` on average (a hypergeometric count), summed over classes.
+    Reads whether the overlap is within two standard deviations of that."""
+    if [r.path for r in first.records] != [r.path for r in second.records]:
+        raise CXRError("the two splits must be of the same images (same folder, same mode)")
+    pool = Counter(r.label for r in first.records)
+    chosen = [{r.path for r, s in zip(d.records, d.split.assignment) if s == split} for d in (first, second)]
+    drawn = [Counter(r.label for r, s in zip(d.records, d.split.assignment) if s == split) for d in (first, second)]
+    common = len(chosen[0] & chosen[1])
+    expected = variance = 0.0
+    for label, n in pool.items():
+        t1, t2 = drawn[0][label], drawn[1][label]
+        expected += t1 * t2 / n
+        variance += t1 * (t2 / n) * (1 - t2 / n) * (n - t1) / (n - 1) if n > 1 else 0.0
+    sd = math.sqrt(variance)
+    if abs(common - expected) <= 2 * sd:
+        reading = "about what chance gives"
+    elif common > expected:
+        reading = "more than chance gives: the two splits are not independent draws"
+    else:
+        reading = "fewer than chance gives: the two splits avoid each other's images"
+    return (f"{split} images in common: {common} of {len(chosen[0])}; two independent random draws of as many "
+            f"images per class would share {expected:.1f} ± {sd:.1f}: {reading}.")  # fmt: skip
 
 
 def glue(name: str, value: Any) -> None:

@@ -18,6 +18,7 @@ preset, compared with the preset's own runs (:data:`PRESET_RUNS`).
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from typing import Any
 
@@ -29,6 +30,22 @@ from .stats import mcnemar
 HONEST_CLASSES = ("COVID", "Normal", "Viral Pneumonia")
 #: The rows of the ``cpu`` preset's own training: (variant, epochs).
 PRESET_RUNS = ("no-noise-blur", 22)
+#: How the tables name the ``cpu`` preset's own runs (a variant name alone does not say it).
+PRESET_NAME = "cpu preset"
+
+
+def variant_label(variant: str, epochs: int, epoch_images: int) -> str:
+    """How the recipe table names a variant at a budget: ``base, 12 × 2,000``, and the
+    preset's own runs ``cpu preset (no-noise-blur, 22 × 2,000)``."""
+    label = f"{variant}, {epochs} × {epoch_images:,}"
+    return f"{PRESET_NAME} ({label})" if (variant, epochs) == PRESET_RUNS else label
+
+
+def run_label(run: str) -> str:
+    """How the post-hoc table names a saved run: the preset's own runs (``cpu-s0``) as
+    ``cpu preset, seed 0``; the others keep their folder name (``base-e12x2000-s0``)."""
+    found = re.fullmatch(r"cpu-s(\d+)", run)
+    return f"{PRESET_NAME}, seed {found.group(1)}" if found else run
 
 
 def posthoc_reference(choice: str) -> str:
@@ -50,7 +67,7 @@ def load_posthoc() -> pd.DataFrame:
         for mode in (m for m in modes if m != "plain"):
             reference = posthoc_reference(mode)
             test = mcnemar(modes[mode]["correct"], modes[reference]["correct"])
-            rows.append({"run": run, "choice": mode, "compared with": reference,
+            rows.append({"run": run_label(run), "choice": mode, "compared with": reference,
                          "accuracy, without it": modes[reference]["accuracy"],
                          "accuracy, with it": modes[mode]["accuracy"], "images only it got right": test["a_only"],
                          "images only the reference got right": test["b_only"], "McNemar p": test["p"],
@@ -93,8 +110,8 @@ def reference_of(variant: str, baseline: str = "base", baseline_epochs: int = 12
 
 
 def recipe_summary(runs: pd.DataFrame | None = None, baseline: str = "base", baseline_epochs: int = 12) -> pd.DataFrame:
-    """One row per variant and budget: its seeds, mean validation numbers over the seeds,
-    minutes, and the paired comparison with ``baseline`` (trained for ``baseline_epochs``,
+    """One row per variant and budget (named by :func:`variant_label`): its seeds, mean
+    validation numbers over the seeds, minutes, and the paired comparison with ``baseline`` (trained for ``baseline_epochs``,
     the screening budget; the preset's runs for a ``preset+...`` variant) at the same seed:
     images only one of the two got right, McNemar's p-value per seed, and the :func:`verdict`."""
     runs = load_recipe_runs() if runs is None else runs
@@ -112,13 +129,13 @@ def recipe_summary(runs: pd.DataFrame | None = None, baseline: str = "base", bas
             tests.append(test)
             paired.append(f"seed {run.seed}: +{test['a_only']}/-{test['b_only']} (p={test['p']:.2f})")
         rows.append({
-            "variant": f"{variant}, {epochs} × {images:,}", "changes": group.changes.iloc[0], "seeds": len(group),
+            "variant": variant_label(variant, epochs, images), "changes": group.changes.iloc[0], "seeds": len(group),
             "images shown": int(group.images_shown.mean()), "minutes": round(group.seconds.mean() / 60, 1),
             "accuracy (4 classes)": group.accuracy.mean(), "accuracy (3 classes)": group.accuracy_3class.mean(),
             "macro AUC": group.macro_auc.mean(), "COVID sensitivity": group.sens_COVID.mean(),
             "Normal sensitivity": group.sens_Normal.mean(),
             "Viral Pneumonia sensitivity": group["sens_Viral Pneumonia"].mean(),
-            "compared with": "" if is_ref else f"{against}, {against_epochs} × {images:,}",
+            "compared with": "" if is_ref else variant_label(against, against_epochs, images),
             "paired, per seed": "; ".join(paired),
             "verdict": "baseline" if is_ref else verdict(tests),
         })  # fmt: skip
@@ -146,19 +163,47 @@ def verdict(paired: list[dict[str, Any]], alpha: float = 0.05) -> str:
     return "no consistent difference"
 
 
-def describe_variant(variant: str, runs: pd.DataFrame | None = None) -> str:
-    """One sentence on a measured variant of the recipe table: its mean validation accuracy
-    next to the recipe it is compared with, the paired counts per seed and the verdict."""
+def _variant_runs(variant: str, runs: pd.DataFrame, epochs: int | None) -> pd.DataFrame:
+    """The runs of ``variant`` at ``epochs`` (default: its first budget in the table)."""
+    mine = runs[runs.variant == variant]
+    if epochs is not None:
+        mine = mine[mine.epochs == epochs]
+    elif not mine.empty:
+        mine = mine[mine.epochs == mine.epochs.iloc[0]]
+    if mine.empty:
+        raise KeyError(f"no measured variant {variant!r} at {epochs} epochs; see load_recipe_runs().variant")
+    return mine
+
+
+def variant_verdict(variant: str, runs: pd.DataFrame | None = None, epochs: int | None = None) -> str:
+    """The :func:`verdict` of a measured variant (at ``epochs``, default: its first budget),
+    e.g. ``no consistent difference``, for a page's text to paste."""
     runs = load_recipe_runs() if runs is None else runs
-    summary = recipe_summary(runs)
-    rows = summary[summary.index.str.startswith(f"{variant}, ")]
-    if rows.empty:
-        raise KeyError(f"no measured variant {variant!r}; see load_recipe_runs().variant")
-    row = rows.iloc[0]
+    mine = _variant_runs(variant, runs, epochs)
+    label = variant_label(variant, int(mine.epochs.iloc[0]), int(mine.epoch_images.iloc[0]))
+    return str(recipe_summary(runs).loc[label, "verdict"])
+
+
+def describe_variant(variant: str, runs: pd.DataFrame | None = None, epochs: int | None = None) -> str:
+    """One sentence on a measured variant of the recipe table (at ``epochs``, default: its
+    first budget in the table): its mean validation accuracy next to the recipe it is
+    compared with (named as such: "the cpu preset (...)", "the starting recipe (...)"), the
+    paired counts per seed and the verdict."""
+    runs = load_recipe_runs() if runs is None else runs
+    mine = _variant_runs(variant, runs, epochs)
+    budget, images = int(mine.epochs.iloc[0]), int(mine.epoch_images.iloc[0])
+    row = recipe_summary(runs).loc[variant_label(variant, budget, images)]
     against_name, against_epochs = reference_of(variant)
     against = runs[(runs.variant == against_name) & (runs.epochs == against_epochs)]
-    seeds = sorted(runs[runs.variant == variant].seed)
+    seeds = sorted(set(mine.seed))
     reference = against[against.seed.isin(seeds)].accuracy.mean()
+    against_label = variant_label(against_name, against_epochs, images)
+    if (against_name, against_epochs) == PRESET_RUNS:
+        named = f"the {against_label}"
+    elif against_name == "base":
+        named = f"the starting recipe ({against_label})"
+    else:
+        named = against_label
     return (f"{variant} ({row['changes']}): mean validation accuracy {row['accuracy (4 classes)']:.3f} against "
-            f"{reference:.3f} for {row['compared with']} at the same seed{'s' if len(seeds) > 1 else ''}; "
+            f"{reference:.3f} for {named} at the same seed{'s' if len(seeds) > 1 else ''}; "
             f"{row['paired, per seed']}; verdict: {row['verdict']}.")  # fmt: skip

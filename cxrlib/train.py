@@ -766,8 +766,10 @@ def describe_outcome(run_dir: str | os.PathLike[str]) -> str:
     minutes = sum(h["seconds"] for h in history) / 60
     draws = "class-balanced" if saved["train"].get("balanced", True) else "shuffled"
     stopped = outcome.get("stopped", "completed")
-    offsets = f" Class offsets fitted on the validation split: {describe_offsets(saved['class_offsets'])}" \
-        if "class_offsets" in saved else ""  # fmt: skip
+    offsets = ""
+    if "class_offsets" in saved:
+        offsets = (f" Class offsets fitted on the validation split: {describe_offsets(saved['class_offsets'])} "
+                   f"{_describe_lean(saved['class_offsets']['offsets'])}")  # fmt: skip
     if stopped == "completed" and done == planned:
         return (f"The schedule completed: {done} of {planned} epochs, {done * per_epoch:,} images "
                 f"({per_epoch:,} {draws} draws per epoch), in {minutes:.1f} minutes of training.{offsets}")  # fmt: skip
@@ -778,6 +780,54 @@ def describe_outcome(run_dir: str | os.PathLike[str]) -> str:
                 f"--resume` finishes the schedule.{offsets}")  # fmt: skip
     return (f"Early stopping ended this run after {done} of {planned} epochs: the validation macro AUC had not "
             f"improved for {saved['train'].get('patience')} epochs.{offsets}")  # fmt: skip
+
+
+def _describe_lean(offsets: dict[str, float], small: float = 0.1) -> str:
+    """Which class the network leaned towards, read from its class offsets: the most negative
+    offset takes close calls away from that class. Offsets all within ``small`` of 0: no lean."""
+    leaned = min(offsets, key=offsets.__getitem__)
+    if offsets[leaned] > -small:
+        return f"No offset is below {-small:g}: the network hardly leaned towards any class."
+    return (f"The most negative offset is {leaned}'s: the network leaned towards {leaned}, and the offsets move "
+            f"close calls away from it.")  # fmt: skip
+
+
+def describe_learning_curves(history: list[dict[str, Any]], best_epoch: int) -> str:
+    """What a run's learning curves say about training longer (chapter 3's exercise).
+
+    ``history`` is a run's ``history.json``; ``best_epoch`` the 0-based epoch that
+    ``best.pt`` holds. Reads the best epoch against the last, the change of the training and
+    validation losses over the last quarter of the epochs (at least 3), and the learning
+    rate at the end against its peak: a validation loss still falling says a longer schedule
+    would likely help, a validation loss rising while the training loss falls says the model
+    had started to overfit. The schedule (warm-up, then cosine) anneals the learning rate to
+    about zero, so the help would come from a longer schedule, not from epochs added after it.
+    """
+    n = len(history)
+    if n < 2:
+        return f"One epoch only ({n} in the history): the curves cannot say whether more epochs would help."
+    late = history[-min(n, max(3, n // 4)):]
+    valid_change = late[-1]["valid_loss"] - late[0]["valid_loss"]
+    train_change = late[-1]["train_loss"] - late[0]["train_loss"]
+    peak, end = max(h["lr"] for h in history), history[-1]["lr"]
+    annealed = end <= 0.05 * peak
+    facts = (f"Best epoch {best_epoch + 1} of {n} (by validation macro AUC). Over the last {len(late)} epochs the "
+             f"training loss changed by {train_change:+.3f} and the validation loss by {valid_change:+.3f}; the "
+             f"learning rate ended at {end:.2g}, from a peak of {peak:.2g}.")  # fmt: skip
+    at_end = best_epoch + 1 >= n - max(1, n // 10)
+    if valid_change < 0:
+        where = "with the best epoch at the end" if at_end else f"though the best epoch was {best_epoch + 1}"
+        tail = ("; epochs added after this one would train at a learning rate near zero and change little"
+                if annealed else "")  # fmt: skip
+        reading = (f"The validation loss was still falling when the schedule ended, {where}: the model was still "
+                   f"improving, so a longer schedule (more epochs, annealed over all of them) would likely help"
+                   f"{tail}.")  # fmt: skip
+    elif train_change < 0:
+        reading = ("The validation loss rose while the training loss kept falling: the model had started to overfit, "
+                   "and more epochs would not help without more data or stronger augmentation.")  # fmt: skip
+    else:
+        reading = "Neither loss was still falling: more epochs alone are unlikely to help."
+    return f"{facts} {reading}"
 
 
 def ensure_run(

@@ -38,10 +38,12 @@ central-chest box).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -100,6 +102,49 @@ class AugmentConfig:
     def from_dict(cls, values: dict[str, Any]) -> AugmentConfig:
         clean = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in cls.__dataclass_fields__}
         return cls(**clean)
+
+
+#: Why each augmentation of :class:`AugmentConfig` is plausible for a chest X-ray (or, for
+#: the flip, why it is a trade-off), in the order of :func:`augmentation_table`.
+AUGMENTATION_REASONS: dict[str, str] = {
+    "rotation": "patients are not perfectly upright",
+    "scale": "the distance to the detector varies",
+    "translate": "framing varies",
+    "brightness": "exposure (mAs) varies between machines and patients",
+    "contrast": "kVp and post-processing change contrast",
+    "gamma": "detector response and window/level differ between sites",
+    "noise": "quantum noise of low-dose or portable images",
+    "blur": "patient motion, scanned films",
+    "hflip": "a trade-off: a flipped film shows the heart on the right (chapter 3 measures it)",
+}
+
+
+def _strength(name: str, cfg: AugmentConfig) -> str:
+    """One augmentation's setting as the book's tables show it; ``off`` when switched off."""
+    value = getattr(cfg, name)
+    if name == "rotation":
+        return f"±{value:g}°" if value else "off"
+    if name in ("scale", "gamma"):
+        low, high = value
+        return f"{low:g}–{high:g}" if (low, high) != (1.0, 1.0) else "off"
+    if name in ("translate", "brightness", "contrast"):
+        return f"±{100 * value:g} %" if value else "off"
+    if name == "noise":
+        return f"σ = {value:g}" if value else "off"
+    if name == "blur":
+        return f"{100 * value:g} % of images" if value else "off"
+    return "on (half of the images)" if value else "off"
+
+
+def augmentation_table(columns: Mapping[str, AugmentConfig]) -> pd.DataFrame:
+    """One row per augmentation of :class:`AugmentConfig`, one column per named setting
+    (e.g. ``{"default": AugmentConfig(), "cpu preset": preset("cpu").augment}``) with its
+    strength or ``off``, and why (``why``): chapter 2's table, read from the code."""
+    table = pd.DataFrame({label: {name: _strength(name, cfg) for name in AUGMENTATION_REASONS}
+                          for label, cfg in columns.items()})  # fmt: skip
+    table["why"] = pd.Series(AUGMENTATION_REASONS)
+    table.index.name = "augmentation"
+    return table
 
 
 #: No augmentation at all (for evaluation-like training or ablations).

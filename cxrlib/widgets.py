@@ -1,8 +1,17 @@
 """An explorer of test predictions: filter, step through images, look at what the model looked at.
 
 >>> explorer = Explorer.from_run(run_dir)      # predictions computed once, then cached
->>> explorer.widget()                           # in a notebook
+>>> explorer.show()                             # live in a kernel, static on the web page
 >>> explorer.render(0)                          # one step without widgets (a Matplotlib figure)
+
+:meth:`Explorer.show` is one call for two readers. Its output carries two views of the same
+explorer: the live widget (:meth:`Explorer.widget`; JupyterLab shows it, and it computes any
+image's map with any method on demand) and a static HTML explorer (:meth:`Explorer.static_html`)
+that the rendered book shows instead (``nb_mime_priority_overrides`` in ``_config.yml``). The
+static one is drawn at build time (each image's X-ray, its CAM and its four probabilities,
+for every test image or for every error plus a stratified sample of the correct ones) and is
+driven in the browser by a few lines of JavaScript: filters, previous/next and a slider work
+with no kernel and no network.
 
 What is computed when:
 
@@ -23,14 +32,23 @@ reports its median and 95th percentile.
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Iterator
+from contextlib import contextmanager
+import html
 import io
+import json
 import os
+import uuid
+from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from .config import CXRError
-from .evaluate import Predictions, cached_predictions, model_input
+from .evaluate import Predictions, cached_predictions, model_input, predict_split
 from .explain import CAM_METHODS, CamExplainer, overlay
 from .train import LoadedModel, load_model
 from .viz import CLASS_COLORS
@@ -38,6 +56,30 @@ from .viz import CLASS_COLORS
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+
+#: Intra-op threads for one image's CAM. One image is too little work to share: with two
+#: threads, each of the network's many small operations ends at a barrier, and when anything
+#: else runs on the machine the thread that was put aside stalls them all. On 2 cores beside a
+#: busy 2-thread process, a 64-px step took a median 646 ms with 2 threads and 111 ms with 1;
+#: on an idle machine 1 thread costs a few ms more at 224 px (cxr bench, chapter 6).
+STEP_THREADS = 1
+
+
+@contextmanager
+def intra_op_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` intra-op threads in torch, then restore the number before."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+#: Images on the static explorer of a page at most (every error first): about 25 KB each at
+#: 160 px, so a full-mode page stays far below 8 MB.
+STATIC_LIMIT = 120
 
 
 class _StepArtists:
@@ -112,10 +154,20 @@ class Explorer:
 
     @classmethod
     def from_run(cls, run: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None, *,
-                 split: str = "test", method: str = "gradcam", progress: bool = False) -> Explorer:  # fmt: skip
-        """An explorer of one split of a run's data (predictions from the cache when possible)."""
-        predictions = cached_predictions(run, data_dir, split=split, progress=progress)
-        return cls(load_model(run), predictions, method=method)
+                 split: str = "test", method: str = "gradcam", img_size: int | None = None,
+                 progress: bool = False) -> Explorer:  # fmt: skip
+        """An explorer of one split of a run's data (predictions from the cache when possible).
+
+        ``img_size``: show (and predict, and map) the images at another size than the run's
+        own, e.g. 224 px for a model trained at 160 (predictions are then not cached)."""
+        loaded = load_model(run)
+        if img_size is None or img_size == loaded.preprocessing.img_size:
+            predictions = cached_predictions(run, data_dir, split=split, progress=progress)
+        else:
+            loaded = replace(loaded, preprocessing=replace(loaded.preprocessing, img_size=img_size))
+            predictions = predict_split(loaded, data_dir if data_dir is not None else _run_data(run), split=split,
+                                        keep_images=True, progress=progress)  # fmt: skip
+        return cls(loaded, predictions, method=method)
 
     # -------------------------------------------------------------- selection
 
@@ -155,8 +207,24 @@ class Explorer:
         if key not in self._cams:
             explainer = self._get_explainer(method)
             x = model_input(self.loaded, self.pred.images[index : index + 1])  # type: ignore[index]
-            self._cams[key] = explainer(x, [int(self.pred.predicted[index])])[0]
+            with intra_op_threads(STEP_THREADS):
+                self._cams[key] = explainer(x, [int(self.pred.predicted[index])])[0]
         return self._cams[key]
+
+    def cams(self, indices: Any, method: str | None = None, batch_size: int = 16) -> np.ndarray:
+        """The CAMs of several images, computed in batches (one forward and backward pass per
+        batch) for those not yet in the cache; ``(n, size, size)``."""
+        method = method or self.method
+        indices = [int(i) for i in indices]
+        missing = [i for i in indices if (i, method) not in self._cams]
+        explainer = self._get_explainer(method) if missing else None
+        for start in range(0, len(missing), batch_size):
+            chunk = missing[start : start + batch_size]
+            x = model_input(self.loaded, self.pred.images[chunk])  # type: ignore[index]
+            for i, cam in zip(chunk, explainer(x, [int(self.pred.predicted[i]) for i in chunk])):  # type: ignore[misc]
+                self._cams[(i, method)] = cam
+        size = self.pred.images.shape[-1]  # type: ignore[union-attr]
+        return np.stack([self._cams[(i, method)] for i in indices]) if indices else np.zeros((0, size, size))
 
     def clear_cache(self) -> None:
         """Forget the CAMs computed so far."""
@@ -249,6 +317,74 @@ class Explorer:
         fig.tight_layout()
         return fig
 
+    # -------------------------------------------------------------- static page
+
+    def static_indices(self, limit: int = STATIC_LIMIT, seed: int = 0) -> np.ndarray:
+        """The images of the static explorer: all of them when there are at most ``limit``;
+        otherwise every error (the most confident first, if even they are too many) and, for
+        the rest of ``limit``, correct ones drawn evenly over the true classes (seeded)."""
+        p = self.pred
+        if len(p) <= limit:
+            return np.arange(len(p))
+        wrong = np.flatnonzero(~p.correct)
+        wrong = wrong[np.argsort(-p.confidence[wrong], kind="stable")][:limit]
+        room = limit - len(wrong)
+        rng = np.random.default_rng(seed)
+        right_by_class = [rng.permutation(np.flatnonzero(p.correct & (p.labels == k))) for k in np.unique(p.labels)]
+        chosen: list[int] = []
+        while room > 0 and any(len(r) for r in right_by_class):  # round robin over the classes
+            for k, pool in enumerate(right_by_class):
+                if room > 0 and len(pool):
+                    chosen.append(int(pool[0]))
+                    right_by_class[k] = pool[1:]
+                    room -= 1
+        return np.sort(np.concatenate([wrong, np.asarray(chosen, dtype=int)]).astype(int))
+
+    def static_html(self, indices: Any = None, method: str | None = None, limit: int = STATIC_LIMIT) -> str:
+        """A self-contained HTML explorer of ``indices`` (default :meth:`static_indices`):
+        each image's X-ray and CAM as small JPEGs, its probabilities as bars, and controls
+        (true class, predicted class, right or wrong, previous/next, a slider) driven by
+        inline JavaScript. It needs no kernel and no network."""
+        from PIL import Image
+
+        method = method or self.method
+        p = self.pred
+        chosen = self.static_indices(limit) if indices is None else np.asarray(indices, dtype=int)
+        maps = self.cams(chosen, method)
+
+        def jpeg(pixels: np.ndarray) -> str:
+            buf = io.BytesIO()
+            Image.fromarray(pixels).save(buf, format="jpeg", quality=85)
+            return base64.b64encode(buf.getvalue()).decode("ascii")
+
+        items = []
+        for index, cam in zip(chosen, maps):
+            image = p.images[index]  # type: ignore[index]
+            rgb = (overlay(image, cam) * 255).round().astype(np.uint8)
+            items.append({"name": os.path.basename(p.paths[index]), "true": int(p.labels[index]),
+                          "predicted": int(p.predicted[index]), "probs": [round(float(v), 3) for v in p.probs[index]],
+                          "xray": jpeg(np.asarray(image, dtype=np.uint8)), "cam": jpeg(rgb)})  # fmt: skip
+        shown = f"all {len(p)}" if len(chosen) == len(p) else f"{len(chosen)} of the {len(p)}"
+        wrong_shown = int((~p.correct[chosen]).sum())
+        note = (f"Drawn when this page was built: {shown} test images ({wrong_shown} of them wrong"
+                + ("" if len(chosen) == len(p) else ": every error, and correct ones drawn evenly over the true classes")
+                + f"), {method} maps of the predicted class. In a running notebook the same call is live: any image, "
+                "any CAM method.")  # fmt: skip
+        data = {"classes": list(p.classes), "colors": [CLASS_COLORS.get(c, "#7f7f7f") for c in p.classes],
+                "method": method, "items": items}  # fmt: skip
+        payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+        uid = f"cxr-explorer-{uuid.uuid4().hex[:10]}"
+        options = "".join(f'<option value="{k}">{html.escape(c)}</option>' for k, c in enumerate(p.classes))
+        return STATIC_TEMPLATE.format(uid=uid, options=options, note=html.escape(note), payload=payload,
+                                      method=html.escape(method), script=STATIC_SCRIPT.replace("UID", uid),
+                                      style=STATIC_STYLE)  # fmt: skip
+
+    def show(self, *, static: bool = True) -> ExplorerView:
+        """The explorer, for a reader with a kernel and for one without: displays as the live
+        widget in JupyterLab, and as :meth:`static_html` on the rendered page (``static=False``
+        leaves the static view out and saves the time of drawing it)."""
+        return ExplorerView(self.widget(), self.static_html() if static else None)
+
     # -------------------------------------------------------------- widget
 
     def widget(self) -> Any:
@@ -257,19 +393,23 @@ class Explorer:
 
         classes = [self.pred.classes[c] for c in sorted(set(self.pred.present) | set(np.unique(self.pred.predicted).tolist()))]
         c = self.controls
-        c["true"] = w.Dropdown(options=[("any", None)] + [(k, k) for k in classes], description="true")
-        c["predicted"] = w.Dropdown(options=[("any", None)] + [(k, k) for k in classes], description="predicted")
+        label = {"description_width": "initial"}  # labels in full, not cut to the default 90 px
+        c["true"] = w.Dropdown(options=[("any", None)] + [(k, k) for k in classes], value=None, description="true class",
+                               style=label, layout=w.Layout(width="230px"))  # fmt: skip
+        c["predicted"] = w.Dropdown(options=[("any", None)] + [(k, k) for k in classes], value=None,
+                                    description="predicted", style=label, layout=w.Layout(width="230px"))  # fmt: skip
         c["correct"] = w.ToggleButtons(options=[("all", None), ("right", True), ("wrong", False)], value=None,
-                                       style={"button_width": "60px"})  # fmt: skip
+                                       style={"button_width": "70px"})  # fmt: skip
         c["confidence"] = w.FloatRangeSlider(value=(0.0, 1.0), min=0.0, max=1.0, step=0.01, description="confidence",
-                                             readout_format=".2f", continuous_update=False)  # fmt: skip
-        c["method"] = w.Dropdown(options=list(CAM_METHODS), value=self.method, description="CAM")
-        c["previous"] = w.Button(description="◀ previous", layout=w.Layout(width="110px"))
-        c["next"] = w.Button(description="next ▶", layout=w.Layout(width="110px"))
+                                             readout_format=".2f", continuous_update=False, style=label)  # fmt: skip
+        c["method"] = w.Dropdown(options=list(CAM_METHODS), value=self.method, description="CAM method", style=label,
+                                 layout=w.Layout(width="230px"))  # fmt: skip
+        c["previous"] = w.Button(description="◀ previous", layout=w.Layout(width="auto"))
+        c["next"] = w.Button(description="next ▶", layout=w.Layout(width="auto"))
         c["position"] = w.IntSlider(min=0, max=max(0, len(self.selection) - 1), value=0, description="image",
                                     continuous_update=False)  # fmt: skip
         c["info"] = w.HTML()
-        c["image"] = w.Image(format="jpeg", layout=w.Layout(width="720px"))
+        c["image"] = w.Image(format="jpeg", layout=w.Layout(width="100%", max_width="720px"))
 
         def refilter(_change: Any = None) -> None:
             self.select(true=c["true"].value, predicted=c["predicted"].value, correct=c["correct"].value,
@@ -306,6 +446,137 @@ class Explorer:
         c["previous"].on_click(lambda _b: move(-1))
         c["next"].on_click(lambda _b: move(+1))
         refilter()
-        filters = w.HBox([c["true"], c["predicted"], c["correct"]])
-        navigation = w.HBox([c["previous"], c["next"], c["position"], c["info"]])
-        return w.VBox([filters, w.HBox([c["confidence"], c["method"]]), navigation, c["image"]])
+        wrap = w.Layout(flex_flow="row wrap", align_items="center")  # rows wrap on a narrow window
+        filters = w.HBox([c["true"], c["predicted"], c["correct"]], layout=wrap)
+        navigation = w.HBox([c["previous"], c["next"], c["position"], c["info"]], layout=wrap)
+        return w.VBox([filters, w.HBox([c["confidence"], c["method"]], layout=wrap), navigation, c["image"]])
+
+
+class ExplorerView:
+    """What :meth:`Explorer.show` returns: displays as the live widget where a widget manager
+    runs (JupyterLab, Colab) and as the static HTML explorer where it does not (the book)."""
+
+    def __init__(self, widget: Any, static: str | None) -> None:
+        self.widget = widget
+        self.static = static
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle = dict(self.widget._repr_mimebundle_(**kwargs))
+        if self.static is not None:
+            bundle["text/html"] = self.static
+        return bundle
+
+
+def _run_data(run: str | os.PathLike[str]) -> str | None:
+    """The data folder a run was trained on (``config.json``), or ``None``."""
+    try:
+        return json.loads((Path(run) / "config.json").read_text())["data_dir"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+STATIC_STYLE = """
+.cxr-explorer{font-size:14px;max-width:760px;border:1px solid #ccc;border-radius:6px;padding:10px;margin:8px 0}
+.cxr-explorer .cxr-ex-row{display:flex;flex-wrap:wrap;gap:8px 14px;align-items:center;margin-bottom:8px}
+.cxr-explorer label{display:inline-flex;gap:6px;align-items:center;white-space:nowrap}
+.cxr-explorer select,.cxr-explorer button{font-size:14px;padding:2px 6px}
+.cxr-explorer input[type=range]{flex:1 1 140px;min-width:120px}
+.cxr-explorer .cxr-ex-view{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}
+.cxr-explorer figure{margin:0;flex:0 1 220px;min-width:150px}
+.cxr-explorer figure img{width:100%;height:auto;display:block;image-rendering:auto}
+.cxr-explorer figcaption{font-size:12px;text-align:center}
+.cxr-explorer .cxr-ex-bars{flex:1 1 220px;min-width:200px}
+.cxr-explorer .cxr-ex-bar{display:grid;grid-template-columns:120px 1fr 44px;gap:6px;align-items:center;margin:5px 0;
+  font-size:12px}
+.cxr-explorer .cxr-ex-track{display:block;background:#eee;height:14px;border-radius:2px;position:relative}
+.cxr-explorer .cxr-ex-fill{display:block;height:100%;border-radius:2px}
+.cxr-explorer .cxr-ex-true .cxr-ex-track{outline:2px solid #000}
+.cxr-explorer .cxr-ex-title{font-weight:600;margin:6px 0 2px 0;overflow-wrap:anywhere}
+.cxr-explorer .cxr-ex-note{font-size:12px;color:#555;margin:4px 0 0 0}
+"""
+
+STATIC_TEMPLATE = """<div class="cxr-explorer" id="{uid}"><style>{style}</style>
+<div class="cxr-ex-row">
+<label>true class <select data-filter="true"><option value="">any</option>{options}</select></label>
+<label>predicted <select data-filter="predicted"><option value="">any</option>{options}</select></label>
+<label>shown <select data-filter="correct"><option value="">all</option><option value="1">right</option>
+<option value="0">wrong</option></select></label>
+</div>
+<div class="cxr-ex-row">
+<button type="button" data-step="-1">&#9664; previous</button><button type="button" data-step="1">next &#9654;</button>
+<input type="range" min="0" max="0" value="0" aria-label="image"><span class="cxr-ex-info"></span>
+</div>
+<div class="cxr-ex-view">
+<figure><img class="cxr-ex-xray" alt="the X-ray"><figcaption>X-ray</figcaption></figure>
+<figure><img class="cxr-ex-cam" alt="the class activation map"><figcaption class="cxr-ex-camcap">{method}</figcaption>
+</figure>
+<div class="cxr-ex-bars" aria-label="probabilities"></div>
+</div>
+<p class="cxr-ex-title"></p><p class="cxr-ex-note">{note}</p>
+<script type="application/json" class="cxr-ex-data">{payload}</script>
+<script>{script}</script>
+</div>"""
+
+# Plain DOM code, no library: filters keep the matching items, the buttons and the slider move
+# through them, and a step swaps the two images, the bars and the caption.
+STATIC_SCRIPT = """(function () {
+  var root = document.getElementById("UID");
+  if (!root || root.dataset.ready) return;
+  root.dataset.ready = "1";
+  var data = JSON.parse(root.querySelector(".cxr-ex-data").textContent);
+  var q = function (s) { return root.querySelector(s); };
+  var filters = root.querySelectorAll("select[data-filter]");
+  var slider = q("input[type=range]"), info = q(".cxr-ex-info"), bars = q(".cxr-ex-bars");
+  var prev = q("button[data-step='-1']"), next = q("button[data-step='1']");
+  var rows = data.classes.map(function (name, k) {
+    var row = document.createElement("div"); row.className = "cxr-ex-bar";
+    row.innerHTML = "<span></span><span class='cxr-ex-track'><span class='cxr-ex-fill'></span></span><span></span>";
+    row.children[0].textContent = name;
+    row.querySelector(".cxr-ex-fill").style.background = data.colors[k];
+    bars.appendChild(row); return row;
+  });
+  var matching = [], position = 0;
+  function refilter() {
+    var want = {};
+    filters.forEach(function (s) { want[s.dataset.filter] = s.value; });
+    matching = [];
+    data.items.forEach(function (item, i) {
+      if (want.true !== "" && item.true !== +want.true) return;
+      if (want.predicted !== "" && item.predicted !== +want.predicted) return;
+      if (want.correct !== "" && (item.true === item.predicted) !== (want.correct === "1")) return;
+      matching.push(i);
+    });
+    position = 0; slider.max = Math.max(0, matching.length - 1); slider.value = 0; show();
+  }
+  function show() {
+    var n = matching.length;
+    prev.disabled = position <= 0; next.disabled = position >= n - 1; slider.disabled = n < 2;
+    if (!n) {
+      info.textContent = "no image matches"; q(".cxr-ex-title").textContent = "";
+      q(".cxr-ex-xray").removeAttribute("src"); q(".cxr-ex-cam").removeAttribute("src");
+      rows.forEach(function (row) { row.querySelector(".cxr-ex-fill").style.width = "0"; row.children[2].textContent = ""; });
+      return;
+    }
+    var item = data.items[matching[position]];
+    info.textContent = "image " + (position + 1) + " of " + n + " matching";
+    q(".cxr-ex-xray").src = "data:image/jpeg;base64," + item.xray;
+    q(".cxr-ex-cam").src = "data:image/jpeg;base64," + item.cam;
+    q(".cxr-ex-camcap").textContent = data.method + " map of " + data.classes[item.predicted];
+    rows.forEach(function (row, k) {
+      row.querySelector(".cxr-ex-fill").style.width = (100 * item.probs[k]).toFixed(1) + "%";
+      row.children[2].textContent = item.probs[k].toFixed(2);
+      row.classList.toggle("cxr-ex-true", k === item.true);
+    });
+    var right = item.true === item.predicted;
+    q(".cxr-ex-title").textContent = item.name + ": true " + data.classes[item.true] + ", predicted " +
+      data.classes[item.predicted] + " (" + Math.round(100 * item.probs[item.predicted]) + "%), " +
+      (right ? "right" : "wrong");
+  }
+  filters.forEach(function (s) { s.addEventListener("change", refilter); });
+  prev.addEventListener("click", function () { if (position > 0) { position--; slider.value = position; show(); } });
+  next.addEventListener("click", function () {
+    if (position < matching.length - 1) { position++; slider.value = position; show(); }
+  });
+  slider.addEventListener("input", function () { position = +slider.value; show(); });
+  refilter();
+})();"""

@@ -15,7 +15,13 @@ no network), waits for its scripts and widgets, saves a full-page screenshot as
 - a JavaScript exception thrown while the page loads;
 - an absolute local path (the repository, the data folder, a cache, the home folder) in the
   page's text;
-- a page of the table of contents that was not built.
+- a page of the table of contents that was not built;
+- a page heavier than 8 MB (its HTML and the images it loads from the book);
+- a static explorer (``cxrlib.widgets.Explorer.static_html``, chapter 6) that does not
+  react: the check clicks *next* five times and sets two filters, and fails unless the
+  explorer's pixels change at each step, no JavaScript error is logged, and its layout fits
+  a 800-px-wide window. Screenshots of each step go to ``BUILD_DIR/screenshots/explorer/``.
+  Chapter 6's page must have one.
 
 Requests to other hosts are blocked and listed as notes (they are not problems: the book
 must not depend on them). Uses the DevTools protocol through ``websocket-client`` (a
@@ -42,6 +48,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WIDTH, HEIGHT = 1280, 900
+NARROW = 800  # px: the static explorer must fit a window this wide
+MAX_PAGE_BYTES = 8 * 1024 * 1024
+EXPLORER_PAGE = "chapters/06_explorer"
+EXPLORER_STEPS = 5
 MAX_SHOT_HEIGHT = 16000  # px; longer pages are cut (Chromium's own limit is near 16384)
 
 # Runs in the page once scripts have settled: everything the check needs, as JSON.
@@ -90,6 +100,110 @@ SETTLED = r"""
   return document.readyState === "complete" && pending === 0 && images === 0 && (math === 0 || typeset > 0);
 })()
 """
+
+
+# The static explorer: where it is, and its controls (see cxrlib/widgets.py).
+EXPLORER_BOX = r"""
+(() => {
+  const root = document.querySelector(".cxr-explorer");
+  if (!root) return null;
+  root.scrollIntoView({block: "start"});
+  const r = root.getBoundingClientRect();
+  return JSON.stringify({x: r.x + window.scrollX, y: r.y + window.scrollY, width: r.width, height: r.height,
+    overflow: root.scrollWidth > root.clientWidth + 1 || document.documentElement.scrollWidth > window.innerWidth + 1,
+    info: (root.querySelector(".cxr-ex-info") || {}).textContent || ""});
+})()
+"""
+EXPLORER_NEXT = "document.querySelector('.cxr-explorer button[data-step=\"1\"]').click()"
+# Set a filter to the first option (after "any"/"all") whose first match is not the image shown.
+EXPLORER_FILTER = r"""
+((name) => {
+  const root = document.querySelector(".cxr-explorer");
+  const select = root.querySelector(`select[data-filter="${name}"]`);
+  const shown = root.querySelector(".cxr-ex-title").textContent;
+  for (const option of [...select.options].slice(1)) {
+    select.value = option.value;
+    select.dispatchEvent(new Event("change"));
+    if (root.querySelector(".cxr-ex-title").textContent !== shown) return option.textContent;
+  }
+  return select.options[select.options.length - 1].textContent;
+})
+"""
+
+
+def page_weight(html: Path, page: str, image_sources: list[str]) -> int:
+    """Bytes of a built page: its HTML and the local images it shows (inline data included)."""
+    weight = (html / f"{page}.html").stat().st_size
+    folder = (html / page).parent
+    for src in set(image_sources):
+        if src and not src.startswith(("data:", "http:", "https:")):
+            target = (folder / src.split("#")[0].split("?")[0]).resolve()
+            if target.is_file():
+                weight += target.stat().st_size
+    return weight
+
+
+def changed_pixels(before: bytes, after: bytes) -> float:
+    """Share of pixels that differ between two PNG screenshots of the same area."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    a = np.asarray(Image.open(io.BytesIO(before)).convert("RGB"), dtype=np.int16)
+    b = np.asarray(Image.open(io.BytesIO(after)).convert("RGB"), dtype=np.int16)
+    if a.shape != b.shape:
+        return 1.0
+    return float((np.abs(a - b).max(axis=2) > 8).mean())
+
+
+def drive_explorer(browser: Browser, shots: Path) -> tuple[list[str], list[str]]:
+    """Click through the page's static explorer; ``(problems, lines to print)``."""
+    problems: list[str] = []
+    lines: list[str] = []
+    shots.mkdir(parents=True, exist_ok=True)
+    browser.events.clear()
+
+    def capture(name: str) -> tuple[bytes, dict]:
+        box = json.loads(browser.evaluate(EXPLORER_BOX))
+        browser.pump(0.3)  # let the swapped images decode and the layout settle
+        clip = {"x": box["x"], "y": box["y"], "width": max(box["width"], 1), "height": max(box["height"], 1), "scale": 1}
+        data = base64.b64decode(browser.send("Page.captureScreenshot", format="png", clip=clip)["data"])
+        (shots / f"{name}.png").write_bytes(data)
+        return data, box
+
+    previous, box = capture("explorer-0-start")
+    lines.append(f"explorer: {box['info']}, {box['width']:.0f} x {box['height']:.0f} px")
+    actions = [(f"explorer-{k}-next", EXPLORER_NEXT, f"step {k} (next)") for k in range(1, EXPLORER_STEPS + 1)]
+    actions += [(f"explorer-{EXPLORER_STEPS + k}-filter-{name}", f"({EXPLORER_FILTER})('{name}')", f"filter {name}")
+                for k, name in enumerate(("correct", "true"), start=1)]  # fmt: skip
+    for name, script, label in actions:
+        chosen = browser.evaluate(script)
+        after, box = capture(name)
+        share = changed_pixels(previous, after)
+        lines.append(f"explorer: {label}{f' = {chosen}' if isinstance(chosen, str) else ''}: {share:.1%} of its "
+                     f"pixels changed ({box['info']})")  # fmt: skip
+        if share < 0.005:
+            problems.append(f"static explorer: {label} did not change the shown image or bars")
+        previous = after
+    for event in browser.events:
+        if event["method"] == "Runtime.exceptionThrown":
+            details = event["params"]["exceptionDetails"]
+            message = details.get("exception", {}).get("description") or details.get("text", "")
+            problems.append(f"static explorer: JavaScript exception: {message.splitlines()[0][:200]}")
+        elif event["method"] == "Runtime.consoleAPICalled" and event["params"].get("type") == "error":
+            problems.append("static explorer: a console error was logged")
+    # the same explorer in a narrow window
+    browser.send("Emulation.setDeviceMetricsOverride", width=NARROW, height=HEIGHT, deviceScaleFactor=1, mobile=False)
+    browser.pump(0.5)
+    _, box = capture(f"explorer-at-{NARROW}px")
+    if box["overflow"]:
+        problems.append(f"static explorer: wider than a {NARROW}-px window (horizontal scrolling)")
+    lines.append(f"explorer: at {NARROW} px wide: {box['width']:.0f} x {box['height']:.0f} px, "
+                 f"{'overflows' if box['overflow'] else 'fits'}")  # fmt: skip
+    browser.send("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False)
+    browser.pump(0.3)
+    return problems, lines
 
 
 # --------------------------------------------------------------------------- pages
@@ -309,6 +423,8 @@ def check_page(browser: Browser, url: str, shot: Path, wait: float) -> tuple[lis
     browser.send("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False)
     shot.write_bytes(base64.b64decode(data["data"]))
     summary = {
+        "explorer": bool(browser.evaluate("!!document.querySelector('.cxr-explorer')")),
+        "sources": [i["src"] for i in info["images"]],
         "images": sum(1 for i in info["images"] if i["inOutput"]),
         "widgets": len(info["widgets"]),
         "formulas": int(info["formulas"]),
@@ -364,9 +480,21 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             shot = shots / f"{shot_name(page, taken)}.png"
             page_problems, summary = check_page(browser, f"{origin}/{page}.html", shot, args.wait)
+            weight = page_weight(html, page, summary["sources"])
+            if weight > MAX_PAGE_BYTES:
+                page_problems.append(f"the page weighs {weight / 2**20:.1f} MB, over {MAX_PAGE_BYTES / 2**20:.0f} MB")
+            explorer_lines: list[str] = []
+            if summary["explorer"]:
+                explorer_problems, explorer_lines = drive_explorer(browser, shots / "explorer")
+                page_problems += explorer_problems
+            elif page == EXPLORER_PAGE:
+                page_problems.append("no static explorer on the page (Explorer.show)")
             state = "ok" if not page_problems else f"{len(page_problems)} problem(s)"
             print(f"browser check: {page}: {summary['images']} output image(s), {summary['widgets']} widget(s), "
-                  f"{summary['formulas']} formula(s), {summary['height']} px -> {shot.relative_to(args.build.parent) if shot.is_relative_to(args.build.parent) else shot}: {state}")  # fmt: skip
+                  f"{summary['formulas']} formula(s), {summary['height']} px, {weight / 2**20:.2f} MB -> "
+                  f"{shot.relative_to(args.build.parent) if shot.is_relative_to(args.build.parent) else shot}: {state}")  # fmt: skip
+            for line in explorer_lines:
+                print(f"  {line}")
             for url in summary["blocked"]:
                 print(f"  note: blocked a request to another host: {url}")
             problems += [f"{page}: {p}" for p in page_problems]

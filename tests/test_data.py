@@ -37,10 +37,13 @@ from torchvision.transforms import v2
 from cxrlib import config, data
 from cxrlib.config import CXRError, DataNotFoundError, get_settings, resolve_data_dir
 from cxrlib.data import (
+    DATABASE_COUNTS,
+    THUMB_SIZE,
     CXRData,
     CXRDataset,
     ImageRecord,
     PixelCache,
+    ScanResult,
     fast_subset,
     find_dataset_root,
     make_split,
@@ -1296,3 +1299,35 @@ def test_interrupted_build_is_never_taken_as_complete(children, monkeypatch: pyt
     np.testing.assert_array_equal(pixels, _expected_pixels(result.root, result.records, KILLED_BUILD_SIZE))
     assert cache.is_complete()
     assert not list(cache.data_path.parent.glob("*.partial-*"))  # the dead writer's leftovers are gone
+
+
+def _fake_scan(counts: dict[str, int], name: str = "COVID-19_Radiography_Dataset") -> ScanResult:
+    records = fake_records(counts)
+    n = len(records)
+    thumbs = np.zeros((n, THUMB_SIZE, THUMB_SIZE), np.uint8)
+    return ScanResult(Path("/data") / name, records, [], np.zeros(n, np.uint64), thumbs)
+
+
+def test_a_scan_says_how_much_of_the_database_it_holds() -> None:
+    whole = _fake_scan(DATABASE_COUNTS)
+    assert whole.describe_size() == "the whole database"
+    assert whole.describe_images() == "21,165 images, the whole database"
+    sample = _fake_scan({"COVID": 700, "Lung_Opacity": 687, "Normal": 700, "Viral Pneumonia": 461})
+    assert sample.describe_size() == "a sample of 12% of the database's 21,165"
+    assert sample.summary() == ("the folder COVID-19_Radiography_Dataset, 2,548 readable images (COVID 700, "
+                                "Lung_Opacity 687, Normal 700, Viral Pneumonia 461), a sample of 12% of the "
+                                "database's 21,165.")  # fmt: skip
+    tiny = _fake_scan(dict.fromkeys(CANONICAL, 10), name="tiny")
+    assert tiny.describe_images() == "40 images, a sample of less than 1% of the database's 21,165"
+
+
+def test_a_scan_compares_its_balance_with_the_database() -> None:
+    sample = _fake_scan({"COVID": 700, "Lung_Opacity": 687, "Normal": 690, "Viral Pneumonia": 461})
+    assert sample.describe_balance() == (
+        "largest and smallest class: this folder COVID 700 and Viral Pneumonia 461 images, 1.5 to 1; "
+        "the whole database Normal 10,192 and Viral Pneumonia 1,345 images, 7.6 to 1")  # fmt: skip
+    three = _fake_scan({"COVID": 30, "Lung_Opacity": 10, "Normal": 20})
+    assert three.describe_balance().endswith(
+        "the whole database (the same classes) Normal 10,192 and COVID 3,616 images, 2.8 to 1")
+    assert _fake_scan({"Normal": 5}).describe_balance() == "this folder holds one class only: Normal 5 images"
+    assert _fake_scan({}).describe_balance() == "this folder holds no readable image"

@@ -200,6 +200,109 @@ def test_confusions_calibration_and_threshold_are_read_in_sentences() -> None:
     assert f"{op['test']['sensitivity']:.1%} on test" in text and "50 COVID images" in text
 
 
+def _op(test_sensitivity: float, interval: list[float], target: float = 0.95) -> dict:
+    """An :func:`ev.operating_point` result with the numbers a sentence reads."""
+    rule = {"sensitivity": 1.0, "specificity": 0.9, "sensitivity_ci95": [0.9, 1.0], "positives": 100,
+            "precision": 0.7689, "flagged": 0.31}  # fmt: skip
+    return {"target_sensitivity": target, "threshold": 0.2, "valid": rule,
+            "test": {**rule, "sensitivity": test_sensitivity, "sensitivity_ci95": interval},
+            "test_argmax": {**rule, "sensitivity": 0.8, "specificity": 0.97}}  # fmt: skip
+
+
+def test_operating_point_sentence_reads_the_interval_against_the_target() -> None:
+    inside = ev.describe_operating_point(_op(0.95, [0.887, 0.984]))
+    assert "reached 95.0% on test, at or above the target" in inside
+    assert "[88.7%, 98.4%], includes the target, so this test split cannot tell" in inside
+    assert "over the 100 COVID images" in inside and "against 97.0% for the arg-max rule" in inside
+    below = ev.describe_operating_point(_op(0.80, [0.71, 0.87]))
+    assert "80.0% on test, below the target" in below and "lies wholly below the target" in below
+    above = ev.describe_operating_point(_op(0.99, [0.96, 1.0]))
+    assert "lies wholly at or above the target" in above
+
+
+def test_operating_point_table_holds_numbers() -> None:
+    table = ev.operating_point_table(_op(0.95, [0.887, 0.984]))
+    assert list(table.columns) == ["sensitivity", "specificity", "precision", "flagged"]
+    assert list(table.index) == ["arg-max rule, test", "p(COVID) >= 0.200, validation", "p(COVID) >= 0.200, test"]
+    assert (table.dtypes == float).all() and table.loc["p(COVID) >= 0.200, test", "precision"] == 0.769
+
+
+def test_threshold_choice_sentence_reads_the_optimism() -> None:
+    on_valid = {"threshold": 0.30, "sensitivity": 0.95, "specificity": 0.973}
+    gain = ev.describe_threshold_choice(on_valid, {"threshold": 0.35, "sensitivity": 0.95, "specificity": 0.977}, 0.95)
+    assert gain.startswith("Chosen on test, the threshold 0.350 reaches 95.0% sensitivity on test")
+    assert "Both reach the target" in gain and "97.7% against 97.3% (+0.4 points)" in gain
+    rounded = ev.describe_threshold_choice({**on_valid, "specificity": 0.97333},
+                                           {**on_valid, "specificity": 0.97667}, 0.95)  # fmt: skip
+    assert "97.7% against 97.3% (+0.4 points)" in rounded  # the difference of the printed values
+    same = ev.describe_threshold_choice(on_valid, {**on_valid, "threshold": 0.31}, 0.95)
+    assert "with the same specificity, 97.3%: here choosing on test gained nothing" in same
+    missed = ev.describe_threshold_choice({**on_valid, "sensitivity": 0.90}, on_valid, 0.95)
+    assert "reaches 90.0%, below the target" in missed and "turns a missed target into a met one" in missed
+
+
+def test_temperature_is_read_as_over_or_under_confidence() -> None:
+    assert ev.describe_temperature(3.17).startswith("over-confident on validation (T = 3.17 > 1")
+    assert ev.describe_temperature(0.70).startswith("under-confident on validation (T = 0.70 < 1")
+    assert ev.describe_temperature(1.004).startswith("neither over- nor under-confident")
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 50)
+    logits = rng.normal(size=(200, 4)) + 1.5 * np.eye(4)[labels]
+    soft = np.exp(logits / 3) / np.exp(logits / 3).sum(1, keepdims=True)  # under-confident
+    pred = ev.Predictions(soft, labels, CLASSES, [str(i) for i in range(200)])
+    cal = ev.calibration(pred, pred, n_resamples=50)
+    assert cal["temperature"] < 1 and "sharpened (the model was under-confident" in ev.describe_calibration(cal)
+
+
+def test_temperature_effect_is_read() -> None:
+    before = _pred()
+    after = before.with_probs(ev.apply_temperature(PROBS, 2.5))
+    text = ev.describe_temperature_effect(before, after)
+    assert text.startswith("0 of 8 predicted classes changed and the accuracy stayed at 0.6250")
+    assert "no one-vs-rest AUC changed" in ev.describe_temperature_effect(before, before)
+    moved = before.with_probs(np.array([[0.1, 0.1, 0.1, 0.7]] + PROBS[1:].tolist()))  # image 0 now called class 3
+    text = ev.describe_temperature_effect(before, moved)
+    assert text.startswith("1 of 8 predicted classes changed and the accuracy went from 0.6250 to 0.5000")
+    assert "the one-vs-rest AUCs moved by at most" in text and "(COVID: 0.9333 ->" in text
+
+
+def test_per_class_table_widths_sizes_and_pairs() -> None:
+    m = ev.compute_metrics(_pred(), n_resamples=50)
+    table = ev.per_class_table(m)
+    lo, hi = stats.exact_interval(2, 3)
+    assert table.loc["COVID", "sensitivity [95% CI]"] == f"0.667 [{lo:.3f}, {hi:.3f}]"
+    assert table.loc["COVID", "images"] == 3 and table["F1"].dtype == float
+    widths = ev.describe_interval_widths(m)
+    acc_lo, acc_hi = stats.exact_interval(5, 8)
+    assert widths.startswith(f"Widths of the exact 95% intervals: accuracy {acc_hi - acc_lo:.3f}, over all 8 images")
+    assert "over its 3 COVID images" in widths and "over the 5 images of the other classes" in widths
+    assert ev.describe_interval_widths(m, "Viral Pneumonia").startswith("No Viral Pneumonia image")
+    assert ev.describe_class_sizes(_pred()) == "from 2 to 3 per class"
+    assert ev.describe_class_sizes(_pred(PROBS[:6], np.array([0, 0, 1, 1, 2, 2]))) == "2 per class"
+    pair = ev.describe_class_pair(m, "Normal", "COVID")
+    assert pair == (f"Normal: one-vs-rest AUC {m['per_class']['Normal']['auc']:.3f}; 0 of 3 COVID test images called "
+                    "Normal, and 1 of 3 Normal images called COVID.")  # fmt: skip
+    assert ev.describe_class_pair(m, "Viral Pneumonia", "Normal").startswith("No Viral Pneumonia image")
+
+
+def test_confusion_pairs_are_read() -> None:
+    import pandas as pd
+
+    index = pd.MultiIndex.from_tuples([("Viral Pneumonia", "Lung_Opacity"), ("COVID", "Normal"),
+                                       ("Normal", "COVID")], names=["true", "predicted"])  # fmt: skip
+    pairs = pd.DataFrame({"count": [10, 2, 1], "mean": [0.61, 0.45, 0.90]}, index=index)
+    text = ev.read_confusion_pairs(pairs)
+    assert text.startswith("Most frequent: Viral Pneumonia -> Lung_Opacity, 10 mistakes at mean confidence 0.61")
+    assert "most confident: Normal -> COVID, 1 mistake at mean confidence 0.90." in text
+    assert text.endswith("COVID films called Normal (missed patients): 2, at mean confidence 0.45.")
+    one = ev.read_confusion_pairs(pairs.iloc[:1])
+    assert "it is also the most confident pair." in one and one.endswith("No COVID film was called Normal.")
+    assert ev.read_confusion_pairs(pairs.iloc[:0]) == "No mistakes: no pair to investigate."
+    missed_first = ev.read_confusion_pairs(pairs.iloc[1:2])
+    assert missed_first.startswith("Most frequent: COVID -> Normal, 2 mistakes")
+    assert missed_first.endswith("COVID films called Normal are missed patients.")
+
+
 def test_covid_sensitivity_interval_when_covid_absent() -> None:
     m = ev.compute_metrics(_pred(PROBS[3:], LABELS[3:]), n_resamples=50)
     assert "COVID" not in m["per_class"]

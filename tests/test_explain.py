@@ -177,3 +177,52 @@ def test_gradcam_hirescam_and_cam_are_one_map_at_layer4_and_part_at_layer3(model
     assert "the same map as Grad-CAM: hirescam" in explain.read_agreement(deep)
     with pytest.raises(CXRError, match="CAM layer"):
         cam_target_layer(model, "layer9")
+
+
+def test_cascade_is_read_along_its_whole_path() -> None:
+    dip = explain.read_cascade({"fc": 0.24, "layer4": 0.10, "layer3": 0.15, "layer2": 0.28})
+    assert dip == ("Mean absolute Spearman similarity 0.24 with fc randomized; it fell to 0.10 with everything down "
+                   "to layer4 randomized (its lowest), then rose to 0.28 with everything down to layer2 randomized.")
+    falling = explain.read_cascade({"fc": 0.50, "layer4": 0.40, "layer3": 0.30})
+    assert falling.endswith("; it fell to 0.30 with everything down to layer3 randomized.")
+    assert "lowest" not in falling and "rose" not in falling
+    peak = explain.read_cascade({"fc": 0.10, "layer4": 0.30, "layer3": 0.20})
+    assert peak.startswith("Mean absolute Spearman similarity 0.10 with fc randomized (its lowest); it rose to 0.30")
+    assert peak.endswith("then fell to 0.20 with everything down to layer3 randomized.")
+    assert explain.read_cascade({"fc": 0.3}) == "Mean absolute Spearman similarity 0.30 with fc randomized."
+    assert "stayed at 0.30" in explain.read_cascade({"fc": 0.301, "layer4": 0.299})  # equal as printed
+
+
+def test_method_checks_are_read() -> None:
+    text = explain.read_method_checks({"gradcam": 0.012, "gradcam++": 0.37, "hirescam": 0.0104, "eigencam": 0.87})
+    assert text.startswith("Similarity, trained vs randomized, from lowest to highest: gradcam 0.01, hirescam 0.01, "
+                           "gradcam++ 0.37, eigencam 0.87.")  # fmt: skip
+    assert "The same as gradcam's: hirescam." in text
+    assert text.endswith("The worst pass, whose maps depend least on the randomized weights: eigencam (0.87).")
+    other = explain.read_method_checks({"gradcam": 0.60, "eigencam": 0.20})
+    assert "The same as gradcam's: no method." in other and other.endswith("gradcam (0.60).")
+
+
+def test_gallery_gaps_and_inside_shares_are_read() -> None:
+    examples = explain.examples_by_class(np.array([0, 0, 1, 1]), np.eye(4)[[0, 1, 1, 1]])
+    text = explain.describe_examples(examples, ["COVID", "Normal"])
+    assert text == ("Empty cells: only 1 right prediction of COVID; only 1 wrong prediction of COVID; "
+                    "no wrong prediction of Normal.")  # fmt: skip
+    full = {0: {"right": [0, 1], "wrong": [2, 3]}}
+    assert explain.describe_examples(full, ["COVID"]).startswith("Every class has at least 2 right and 2 wrong")
+    shares = explain.read_inside_shares(np.array([0.58, 0.50, np.nan]), 0.56, map_side=2)
+    assert shares.startswith("Inside the central-chest box: 58%, 50% of the maps' energy, against 56% for a uniform")
+    assert "1 of 2 above it, 1 below, 0 level. Each map has 2x2 cells." in shares and "1 map(s) without" in shares
+    assert explain.read_inside_shares(np.array([np.nan]), 0.5).startswith("No map has any positive evidence")
+
+
+def test_agreement_table_from_maps() -> None:
+    ramp = np.arange(16.0).reshape(4, 4) / 15
+    table = explain.agreement_table({"gradcam": ramp, "hirescam": ramp.copy(), "eigencam": 1 - ramp})
+    assert table.loc["hirescam", "largest pixel difference"] == 0.0
+    assert table.loc["eigencam", "mean Spearman with gradcam"] == pytest.approx(-1.0)
+    text = explain.read_agreement(table)
+    assert text == ("At layer4: the same map as Grad-CAM: hirescam; a different map: eigencam (Spearman -1.00, "
+                    "largest pixel difference 1.00).")  # fmt: skip
+    with pytest.raises(CXRError, match="Grad-CAM's maps"):
+        explain.agreement_table({"hirescam": ramp})

@@ -11,12 +11,18 @@ import json
 import re
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from cxrlib import pages
+from cxrlib.config import CXRError
+from cxrlib.data import CXRData
 from cxrlib.models import build_model
 from cxrlib.train import preset
+from cxrlib.transforms import IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD
+
+from conftest import CANONICAL, build_dataset, build_dup_dataset, near_copy, pattern
 
 ROOT = Path(__file__).resolve().parent.parent
 GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`(?:(?P<doc>[^`:]+\.ipynb)::)?(?P<key>[\w-]+)(?::[^`]*)?`")
@@ -77,3 +83,88 @@ def test_build_note_says_mode_recipe_and_data() -> None:
     title, sentence = pages.build_note_text(preset("cpu"), None)
     assert title == "Full mode" and "22 epochs of 2,000 images" in sentence and "160-px" in sentence
     assert pages.with_interval(0.95, (0.9236, 0.9691)) == "0.950 [0.924, 0.969]"
+
+
+def test_build_note_says_the_folder_size_and_whom_it_speaks_for() -> None:
+    size = "2,548 images, a sample of 12% of the database's 21,165"
+    title, sentence = pages.build_note_text(preset("cpu"), "COVID-19_Radiography_Dataset", data_size=size)
+    assert sentence.startswith("This page was built with the `cpu` recipe")
+    assert sentence.endswith(f"on the data folder `COVID-19_Radiography_Dataset` ({size}).")
+    _, sentence = pages.build_note_text(preset("fast"), "data", data_size=size, subject="This copy of the book")
+    assert sentence.startswith("This copy of the book was built with a toy model")
+    assert f"from the data folder `data` ({size}), 2 passes" in sentence
+    _, sentence = pages.build_note_text(preset("cpu"), None, data_size=size)  # no folder: no size either
+    assert "data folder" not in sentence and size not in sentence
+
+
+def test_describe_build_reads_the_data_folder_or_does_without(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sentence = pages.describe_build(preset("cpu"))  # no CXR_DATA_DIR and an empty kagglehub cache
+    assert sentence.startswith("Full mode: This copy of the book was built with the cpu recipe: resnet18-w32")
+    assert "data folder" not in sentence and "`" not in sentence
+    data = build_dataset(tmp_path / "data", dict.fromkeys(CANONICAL, 10)).path
+    monkeypatch.setenv("CXR_DATA_DIR", str(data))
+    sentence = pages.describe_build(preset("cpu"))
+    assert "on the data folder data (40 images, a sample of less than 1% of the database's 21,165)." in sentence
+    assert "This page" not in sentence
+
+
+def test_model_start_says_which_weights_the_recipe_starts_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, sentence = pages.describe_model_start(preset("cpu"))
+    n_weights = sum(p.numel() for p in model.parameters())
+    assert f"resnet18-w32: {n_weights:,} weights, 1,028 of them in the new 4-class classifier" in sentence
+    assert "maps 1 gray channel to 32 filters" in sentence
+    assert "ImageNet weights used: False; none exist for resnet18-w32" in sentence
+    assert "random weights" in pages.describe_normalization(preset("cpu"))
+    _, sentence = pages.describe_model_start(preset("fast", pretrained="no"))
+    assert 'ImageNet weights used: False; the recipe asks for none (pretrained="no")' in sentence
+    # offline (the test suite refuses connections): the reason is the download's failure, in full
+    _, sentence = pages.describe_model_start(preset("full"))
+    assert "ImageNet weights used: False; ImageNet weights for resnet18 could not be loaded" in sentence
+    assert "training from scratch instead" not in sentence
+    assert "(ImageNet weights: they could not be loaded here)" in pages.describe_normalization(preset("full"))
+    # with the weights (as a reader with a network gets them)
+    monkeypatch.setattr(pages, "build_model", lambda arch, n, pretrained: (build_model(arch, n, "no")[0], True))
+    _, sentence = pages.describe_model_start(preset("full"))
+    assert "ImageNet weights used: True. The first layer's 3 colour filters were summed" in sentence
+    statistics = f"ImageNet's statistics (mean {IMAGENET_GRAY_MEAN:.3f}, std {IMAGENET_GRAY_STD:.3f})"
+    assert statistics in pages.describe_normalization(preset("full"))
+
+
+def test_near_duplicates_are_read_for_the_folder(tmp_path: Path) -> None:
+    dups = build_dup_dataset(tmp_path / "dups")
+    data = CXRData.load(dups.ds.path, valid_size=8, test_size=8, progress=False)
+    sentence = pages.describe_near_duplicates(data, seeds=range(5))
+    assert sentence.startswith(f"{len(dups.groups)} near-duplicate groups (")
+    assert "none mixes classes" in sentence and "keeps every group inside one split" in sentence
+    assert "over 5 seeds" in sentence
+    # one copy filed under another class: a group that mixes classes
+    base = pattern(424_242)
+    dups.ds.add_image("COVID", "mixed-a.png", base)
+    near_copy(dups.ds.dirs["Normal"] / "mixed-b.png", base, "noise", seed=1)
+    data = CXRData.load(dups.ds.path, valid_size=8, test_size=8, progress=False)
+    assert "1 mixes classes (one film, or two nearly identical ones, under two labels)" in (
+        pages.describe_near_duplicates(data, seeds=range(5)))
+    plain = CXRData.load(build_dataset(tmp_path / "plain", dict.fromkeys(CANONICAL, 10)).path, valid_size=8,
+                         test_size=8, progress=False)  # fmt: skip
+    assert pages.describe_near_duplicates(plain).startswith("No near-duplicates among this folder's 40 images")
+
+
+def _split(labels: str, test: str) -> SimpleNamespace:
+    """A stand-in for CXRData: image ``i`` has class ``labels[i]`` and is in test when ``test[i] == "1"``."""
+    records = [SimpleNamespace(path=f"{i:03d}.png", label=label) for i, label in enumerate(labels)]
+    return SimpleNamespace(records=records, split=SimpleNamespace(assignment=["test" if t == "1" else "train"
+                                                                              for t in test]))  # fmt: skip
+
+
+def test_test_overlap_is_read_against_chance() -> None:
+    labels = "a" * 20 + "b" * 20
+    first = _split(labels, "1111100000" * 4)  # 5 of each 10: 10 test images per class
+    # the same test set: 20 in common where chance gives 2 x 10 x 10 / 20 = 10
+    sentence = pages.describe_test_overlap(first, first)
+    assert sentence.startswith("test images in common: 20 of 20; two independent random draws of as many images "
+                               "per class would share 10.0 ± ")  # fmt: skip
+    assert sentence.endswith("more than chance gives: the two splits are not independent draws.")
+    assert "fewer than chance gives" in pages.describe_test_overlap(first, _split(labels, "0000011111" * 4))
+    assert "about what chance gives" in pages.describe_test_overlap(first, _split(labels, "1010101010" * 4))
+    with pytest.raises(CXRError, match="same images"):
+        pages.describe_test_overlap(first, _split(labels[:-1], "1" * 39))

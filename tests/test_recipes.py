@@ -7,10 +7,14 @@ import pytest
 
 from cxrlib.recipes import (
     HONEST_CLASSES,
+    describe_variant,
     load_posthoc,
     load_recipe_runs,
     posthoc_verdicts,
     recipe_summary,
+    run_label,
+    variant_label,
+    variant_verdict,
     verdict,
 )
 from cxrlib.train import preset
@@ -54,7 +58,8 @@ def test_a_change_on_top_of_the_preset_is_compared_with_the_preset() -> None:
                          _run("preset+flip", 0, 22, "1" * 85 + "0" * 15)])  # fmt: skip
     summary = recipe_summary(runs)
     row = summary.loc["preset+flip, 22 × 100"]
-    assert row["compared with"] == "no-noise-blur, 22 × 100"
+    assert row["compared with"] == "cpu preset (no-noise-blur, 22 × 100)"
+    assert "cpu preset (no-noise-blur, 22 × 100)" in summary.index
     assert row["paired, per seed"] == "seed 0: +0/-5 (p=0.06)"  # not +35/-0 against base
 
 
@@ -90,7 +95,7 @@ def test_the_shipped_posthoc_table_measures_the_presets_offsets_cross_fitted() -
     assert set(posthoc[posthoc.choice == "size+32+offsets"]["compared with"]) == {"offsets"}
     assert set(posthoc[posthoc.choice == "offsets"]["compared with"]) == {"plain"}
     offsets = posthoc[posthoc.choice == "offsets"]
-    assert {"cpu-s0", "cpu-s1"} <= set(offsets.run)  # the preset's two seeds
+    assert {"cpu preset, seed 0", "cpu preset, seed 1"} <= set(offsets.run)  # the preset's two seeds
     for _, row in posthoc.iterrows():  # the discordant counts agree with the two accuracies
         change = (row["images only it got right"] - row["images only the reference got right"]) / 400
         assert row["accuracy, with it"] - row["accuracy, without it"] == pytest.approx(change, abs=1e-9)
@@ -98,3 +103,27 @@ def test_the_shipped_posthoc_table_measures_the_presets_offsets_cross_fitted() -
     assert len(sentences) == posthoc.choice.nunique()
     offsets_sentence = next(s for s in sentences if s.startswith("offsets (against plain): over"))
     assert f"over {len(offsets)} runs" in offsets_sentence and "mean COVID sensitivity" in offsets_sentence
+
+
+def test_tables_name_the_presets_own_runs() -> None:
+    assert variant_label("no-noise-blur", 22, 2000) == "cpu preset (no-noise-blur, 22 × 2,000)"
+    assert variant_label("no-noise-blur", 12, 2000) == "no-noise-blur, 12 × 2,000"  # the screening run
+    assert run_label("cpu-s1") == "cpu preset, seed 1"
+    assert run_label("base-e12x2000-s0") == "base-e12x2000-s0"
+
+
+def test_describe_variant_names_what_it_is_compared_with() -> None:
+    runs = pd.DataFrame([_run("base", 0, 12, "1" * 50 + "0" * 50), _run("base", 1, 12, "1" * 50 + "0" * 50),
+                         _run("no-noise-blur", 0, 12, "1" * 60 + "0" * 40),
+                         _run("no-noise-blur", 0, 22, "1" * 90 + "0" * 10),
+                         _run("preset+flip", 0, 22, "1" * 85 + "0" * 15)])  # fmt: skip
+    sentence = describe_variant("preset+flip", runs)
+    reference = "0.850 against 0.900 for the cpu preset (no-noise-blur, 22 × 100) at the same seed;"
+    assert f"mean validation accuracy {reference}" in sentence
+    assert sentence.endswith("seed 0: +0/-5 (p=0.06); verdict: one seed only: no verdict.")
+    # a variant with two budgets: the first listed, unless asked for
+    assert "0.600 against 0.500 for the starting recipe (base, 12 × 100)" in describe_variant("no-noise-blur", runs)
+    assert "0.900 against 0.500 for the starting recipe" in describe_variant("no-noise-blur", runs, epochs=22)
+    assert variant_verdict("preset+flip", runs) == "one seed only: no verdict"
+    with pytest.raises(KeyError, match="no measured variant"):
+        describe_variant("no-such-variant", runs)

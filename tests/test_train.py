@@ -21,6 +21,7 @@ from cxrlib.cli import main
 from cxrlib.config import CXRError
 from cxrlib.evaluate import predict_split
 from cxrlib.train import (
+    describe_learning_curves,
     describe_outcome,
     epoch_positions,
     fit_class_offsets,
@@ -398,3 +399,53 @@ def test_progress_shows_epochs_but_no_batch_bars_off_a_terminal(tiny_data: Path,
     train(replace(TINY, epochs=2), tmp_path / "run", data_dir=tiny_data, progress=True, log=lambda m: None)
     err = capsys.readouterr().err
     assert "epochs" in err and "batch" not in err
+
+
+def _history(train_loss: list[float], valid_loss: list[float], peak: float = 2e-3) -> list[dict[str, float]]:
+    """A history.json with these losses and a warm-up, then cosine, learning rate."""
+    n = len(train_loss)
+    lrs = [peak * (e + 1) / 2 if e < 2 else peak * 0.5 * (1 + np.cos(np.pi * (e - 1) / (n - 2))) for e in range(n)]
+    return [{"epoch": e, "train_loss": t, "valid_loss": v, "lr": lr, "seconds": 30.0}
+            for e, (t, v, lr) in enumerate(zip(train_loss, valid_loss, lrs))]  # fmt: skip
+
+
+def test_learning_curves_are_read_for_a_longer_schedule_or_overfitting() -> None:
+    falling = _history([1.0 - 0.05 * e for e in range(12)], [0.9 - 0.04 * e for e in range(12)])
+    sentence = describe_learning_curves(falling, best_epoch=11)
+    assert sentence.startswith("Best epoch 12 of 12 (by validation macro AUC). Over the last 3 epochs the "
+                               "training loss changed by -0.100 and the validation loss by -0.080; the learning "
+                               "rate ended at 0, from a peak of 0.002.")
+    assert "still falling when the schedule ended, with the best epoch at the end" in sentence
+    assert "a longer schedule (more epochs, annealed over all of them) would likely help" in sentence
+    assert "epochs added after this one would train at a learning rate near zero" in sentence
+    overfitting = _history([1.0 - 0.05 * e for e in range(12)], [0.5 + 0.02 * e for e in range(12)])
+    sentence = describe_learning_curves(overfitting, best_epoch=3)
+    assert sentence.startswith("Best epoch 4 of 12") and "the model had started to overfit" in sentence
+    flat = _history([0.5] * 12, [0.4] * 12)
+    assert describe_learning_curves(flat, best_epoch=5).endswith("more epochs alone are unlikely to help.")
+    assert describe_learning_curves(flat[:1], best_epoch=0).startswith("One epoch only")
+
+
+def _finished_run(folder: Path, offsets: dict[str, float] | None) -> Path:
+    folder.mkdir()
+    saved: dict[str, object] = {"train": {"balanced": True, "max_minutes": None, "patience": None},
+                                "schedule": {"epochs": 2, "epoch_images": 8}, "outcome": {"stopped": "completed"}}
+    if offsets is not None:
+        saved["class_offsets"] = {"offsets": offsets, "valid_accuracy_before": 0.9, "valid_accuracy_after": 0.92}
+    (folder / "config.json").write_text(json.dumps(saved))
+    (folder / "history.json").write_text(json.dumps(_history([1.0, 0.8], [0.9, 0.7])))
+    return folder
+
+
+def test_outcome_reads_the_lean_from_the_class_offsets(tmp_path: Path) -> None:
+    leaning = {"COVID": 0.26, "Lung_Opacity": 0.02, "Normal": -0.49, "Viral Pneumonia": 0.21}
+    sentence = describe_outcome(_finished_run(tmp_path / "leaning", leaning))
+    assert sentence.startswith("The schedule completed: 2 of 2 epochs, 16 images")
+    assert "Normal -0.49, Viral Pneumonia +0.21 (added to the logits); validation accuracy 0.900 before, 0.920 after." \
+        in sentence  # fmt: skip
+    assert sentence.endswith("The most negative offset is Normal's: the network leaned towards Normal, and the "
+                             "offsets move close calls away from it.")  # fmt: skip
+    level = dict.fromkeys(leaning, 0.0) | {"COVID": 0.05, "Normal": -0.05}
+    assert describe_outcome(_finished_run(tmp_path / "level", level)).endswith(
+        "No offset is below -0.1: the network hardly leaned towards any class.")
+    assert "offset" not in describe_outcome(_finished_run(tmp_path / "none", None))

@@ -134,8 +134,105 @@ def test_from_run_and_bench(tmp_path_factory: pytest.TempPathFactory, tmp_path: 
     assert exp.step(0).startswith(b"\xff\xd8")
     exp.close()
 
-    from cxrlib.bench import bench_explorer
-    from cxrlib.data import CXRData
+    from cxrlib.bench import bench_explorer, describe_explorer_bench
 
-    numbers = bench_explorer(CXRData.load(data, progress=False), img_size=64, steps=3, warmup=1)
-    assert numbers["explorer_ms_p50"] > 0 and numbers["explorer_ms_p95"] >= numbers["explorer_ms_p50"]
+    # as chapter 6 uses it: the trained run, at two sizes
+    numbers = bench_explorer(run_dir, data, sizes=[40, 56], steps=3, warmup=1)
+    for size in (40, 56):
+        assert 0 < numbers[f"explorer_ms_p50_{size}px"] <= numbers[f"explorer_ms_p95_{size}px"]
+    assert numbers["explorer_ms_p50"] == numbers["explorer_ms_p50_56px"] and numbers["explorer_img_size"] == 56
+    sentence = describe_explorer_bench(numbers)
+    assert "at 40 px: median" in sentence and "at 56 px" in sentence and "goal" not in sentence
+    at_goal_size = {**numbers, "explorer_ms_p50_224px": 90.0, "explorer_ms_p95_224px": 300.0}
+    assert "(over the goal of 150 ms and 250 ms)" in describe_explorer_bench(at_goal_size)
+    at_goal_size["explorer_ms_p95_224px"] = 200.0
+    assert "(within the goal" in describe_explorer_bench(at_goal_size)
+
+
+def test_from_run_at_another_size_predicts_and_maps_at_that_size(tmp_path_factory: pytest.TempPathFactory) -> None:
+    run_dir, data = tiny_run(tmp_path_factory)
+    exp = Explorer.from_run(run_dir, data, img_size=56)
+    assert exp.pred.images.shape[-1] == 56 and exp.cam(0).shape == (56, 56)
+    assert np.allclose(exp.pred.probs.sum(axis=1), 1.0, atol=1e-5)
+    exp.close()
+
+
+def _static_items(page: str) -> dict:
+    import json
+    import re
+
+    payload = re.search(r'<script type="application/json" class="cxr-ex-data">(.*?)</script>', page, re.S).group(1)
+    return json.loads(payload)
+
+
+def test_static_explorer_holds_every_image_when_few(explorer: Explorer) -> None:
+    page = explorer.static_html()
+    data = _static_items(page)
+    assert data["classes"] == CLASSES and len(data["items"]) == 6
+    assert [item["true"] for item in data["items"]] == LABELS.tolist()
+    assert [item["predicted"] for item in data["items"]] == PROBS.argmax(1).tolist()
+    first = data["items"][0]
+    assert first["probs"] == [0.9, 0.05, 0.03, 0.02] and first["xray"] != first["cam"]
+    # no network: every image is inline, and the page loads nothing from elsewhere
+    assert "http" not in page and "src=" not in page.split("<script>")[0]
+    assert 'data-filter="true"' in page and 'data-filter="predicted"' in page and 'data-filter="correct"' in page
+    assert "Drawn when this page was built: all 6 test images (2 of them wrong)" in page
+
+
+def test_static_explorer_keeps_every_error_and_samples_the_rest(explorer: Explorer) -> None:
+    chosen = explorer.static_indices(limit=4)
+    assert {1, 5} <= set(chosen.tolist()) and len(chosen) == 4  # both errors, two correct ones
+    right = [i for i in chosen.tolist() if i not in (1, 5)]
+    assert len({int(LABELS[i]) for i in right}) == 2  # from two different true classes
+    assert explorer.static_indices(limit=1).tolist() == [1]  # the more confident error (0.60 > 0.50)
+    data = _static_items(explorer.static_html(limit=4))
+    assert len(data["items"]) == 4 and "4 of the 6 test images (2 of them wrong" in explorer.static_html(limit=4)
+
+
+def test_show_carries_the_live_widget_and_the_static_page(explorer: Explorer) -> None:
+    view = explorer.show()
+    bundle = view._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle and "cxr-explorer" in bundle["text/html"]
+    assert "text/html" not in explorer.show(static=False)._repr_mimebundle_()
+
+
+def test_batched_cams_equal_one_by_one(explorer: Explorer) -> None:
+    together = explorer.cams([0, 3, 5], batch_size=2)
+    explorer.clear_cache()
+    alone = np.stack([explorer.cam(i) for i in (0, 3, 5)])
+    assert np.allclose(together, alone, atol=1e-5)
+
+
+def test_cxr_bench_times_the_explorer_on_a_trained_run(tmp_path_factory: pytest.TempPathFactory,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    import json
+
+    from cxrlib.cli import main
+
+    run_dir, data = tiny_run(tmp_path_factory)
+    args = ["bench", "--data", str(data), "--run", str(run_dir), "--img-size", "32", "--steps", "1", "--rounds", "1",
+            "--explorer-steps", "2", "--explorer-size", "48", "--json"]  # fmt: skip
+    assert main(args) == 0
+    numbers = json.loads(capsys.readouterr().out)
+    assert numbers["explorer_run"] == run_dir.name and numbers["explorer_img_size"] == 48
+    own = json.loads((run_dir / "config.json").read_text())["train"]["img_size"]
+    assert {f"explorer_ms_p50_{own}px", "explorer_ms_p50_48px"} <= set(numbers)  # the run's own size, and the one asked
+    assert main([*args[:3], "--run", str(data), *args[5:]]) == 2  # not a run folder: a one-line error
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("cxr: error: not a run folder") and err.count("\n") == 1
+
+
+def test_one_image_cam_runs_on_one_thread_and_restores(explorer: Explorer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cxrlib import widgets
+
+    seen = []
+    real = widgets.CamExplainer.__call__
+
+    def spy(self, images, targets=None):  # type: ignore[no-untyped-def]
+        seen.append(torch.get_num_threads())
+        return real(self, images, targets)
+
+    monkeypatch.setattr(widgets.CamExplainer, "__call__", spy)
+    torch.set_num_threads(2)
+    explorer.cam(0)
+    assert seen == [widgets.STEP_THREADS] and torch.get_num_threads() == 2

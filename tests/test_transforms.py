@@ -1,0 +1,30 @@
+"""Chapter 2's table of augmentation strengths, read from the code."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from cxrlib.train import preset
+from cxrlib.transforms import AUGMENTATION_REASONS, NO_AUGMENT, AugmentConfig, augmentation_table
+
+
+def test_augmentation_table_reads_each_setting_from_the_config() -> None:
+    table = augmentation_table({"default": AugmentConfig(), "cpu preset": preset("cpu").augment, "none": NO_AUGMENT})
+    assert list(table.columns) == ["default", "cpu preset", "none", "why"]
+    assert list(table.index) == [f.name for f in fields(AugmentConfig)]  # every augmentation, none forgotten
+    default = table["default"].to_dict()
+    assert default == {"rotation": "±7°", "scale": "0.9–1.1", "translate": "±6 %", "brightness": "±15 %",
+                       "contrast": "±15 %", "gamma": "0.85–1.15", "noise": "σ = 0.02", "blur": "10 % of images",
+                       "hflip": "off"}  # fmt: skip
+    # the cpu preset switches noise and blur off and keeps the rest
+    changed = {name for name in table.index if table.loc[name, "cpu preset"] != table.loc[name, "default"]}
+    assert changed == {"noise", "blur"} and table.loc["noise", "cpu preset"] == "off"
+    assert set(table["none"]) == {"off"}
+    assert table.loc["hflip", "why"] == AUGMENTATION_REASONS["hflip"]
+
+
+def test_augmentation_table_shows_a_flip_and_other_strengths() -> None:
+    stronger = AugmentConfig(rotation=10.0, translate=0.1, gamma=(0.8, 1.2), blur=0.25, hflip=True)
+    column = augmentation_table({"stronger": stronger})["stronger"]
+    assert (column["rotation"], column["translate"], column["gamma"]) == ("±10°", "±10 %", "0.8–1.2")
+    assert (column["blur"], column["hflip"]) == ("25 % of images", "on (half of the images)")
