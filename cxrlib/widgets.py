@@ -551,10 +551,9 @@ STATIC_SCRIPT = """(function () {
   function show() {
     var n = matching.length;
     prev.disabled = position <= 0; next.disabled = position >= n - 1; slider.disabled = n < 2;
+    q(".cxr-ex-view").style.display = n ? "" : "none";
     if (!n) {
-      info.textContent = "no image matches"; q(".cxr-ex-title").textContent = "";
-      q(".cxr-ex-xray").removeAttribute("src"); q(".cxr-ex-cam").removeAttribute("src");
-      rows.forEach(function (row) { row.querySelector(".cxr-ex-fill").style.width = "0"; row.children[2].textContent = ""; });
+      info.textContent = "no image matches these filters"; q(".cxr-ex-title").textContent = "";
       return;
     }
     var item = data.items[matching[position]];

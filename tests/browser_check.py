@@ -121,12 +121,18 @@ EXPLORER_FILTER = r"""
   const root = document.querySelector(".cxr-explorer");
   const select = root.querySelector(`select[data-filter="${name}"]`);
   const shown = root.querySelector(".cxr-ex-title").textContent;
-  for (const option of [...select.options].slice(1)) {
-    select.value = option.value;
-    select.dispatchEvent(new Event("change"));
-    if (root.querySelector(".cxr-ex-title").textContent !== shown) return option.textContent;
+  const options = [...select.options].slice(1);
+  const choose = (value) => { select.value = value; select.dispatchEvent(new Event("change")); };
+  const title = () => root.querySelector(".cxr-ex-title").textContent;
+  for (const option of options) {  // an option that shows another image, if one does
+    choose(option.value);
+    if (title() && title() !== shown) return option.textContent;
   }
-  return select.options[select.options.length - 1].textContent;
+  for (const option of options) {  // else one that changes what is shown at all
+    choose(option.value);
+    if (title() !== shown) return option.textContent;
+  }
+  return options.length ? options[options.length - 1].textContent : "";
 })
 """
 
@@ -193,7 +199,9 @@ def drive_explorer(browser: Browser, shots: Path) -> tuple[list[str], list[str]]
             problems.append(f"static explorer: JavaScript exception: {message.splitlines()[0][:200]}")
         elif event["method"] == "Runtime.consoleAPICalled" and event["params"].get("type") == "error":
             problems.append("static explorer: a console error was logged")
-    # the same explorer in a narrow window
+    # the same explorer, filters reset, in a narrow window
+    browser.evaluate("document.querySelectorAll('.cxr-explorer select[data-filter]').forEach(s => "
+                     "{ s.value = ''; s.dispatchEvent(new Event('change')); })")  # fmt: skip
     browser.send("Emulation.setDeviceMetricsOverride", width=NARROW, height=HEIGHT, deviceScaleFactor=1, mobile=False)
     browser.pump(0.5)
     _, box = capture(f"explorer-at-{NARROW}px")
