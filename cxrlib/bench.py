@@ -146,7 +146,9 @@ def describe_explorer_bench(numbers: dict[str, Any]) -> str:
         text = f"at {size} px: median {p50:.0f} ms, 95th percentile {p95:.0f} ms"
         if size == STEP_TARGET_SIZE:
             met = p50 <= STEP_TARGET_MS and p95 <= STEP_TARGET_P95_MS
-            text += (f" ({'within' if met else 'over'} the goal of {STEP_TARGET_MS} ms and {STEP_TARGET_P95_MS} ms)")
+            text += (f" ({'within' if met else 'not within'} the goals of a median of at most {STEP_TARGET_MS} ms "
+                     f"and a 95th percentile of at most {STEP_TARGET_P95_MS} ms)")  # fmt: skip
         parts.append(text)
+    threads = numbers["explorer_threads"]
     return (f"Explorer step with a new CAM ({numbers['explorer_method']}, {numbers['explorer_steps']} steps, "
-            f"{numbers['explorer_threads']} thread(s) per CAM): " + "; ".join(parts) + ".")  # fmt: skip
+            f"{threads} {'thread' if threads == 1 else 'threads'} per CAM): " + "; ".join(parts) + ".")  # fmt: skip

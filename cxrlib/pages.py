@@ -36,12 +36,34 @@ def chapter_config() -> TrainConfig:
     return preset("fast") if get_settings().fast else preset("cpu")
 
 
+def fast_split_sizes(valid_size: int, test_size: int, class_counts: dict[str, int] | None = None) -> str:
+    """The fast-mode split in words: "40 validation and 40 test images in all, 10 per class".
+
+    ``valid_size`` and ``test_size`` are totals shared equally by the classes
+    (:func:`cxrlib.data.make_split`). With the folder's ``class_counts`` (each already capped
+    at fast mode's images per class) the share per class is stated, unless a class is too
+    small for it (the split then gives every class fewer and says so in its notes); without
+    them the sentence says "equal counts per class" and no number it cannot know.
+    """
+    in_all = f"{valid_size} validation and {test_size} test images in all"
+    if not class_counts:
+        return f"{in_all}, equal counts per class"
+    k = len(class_counts)
+    valid_q, test_q = valid_size // k, test_size // k
+    if min(valid_q, test_q) == 0 or valid_q + test_q > min(class_counts.values()) // 2:
+        return f"{in_all}, equal counts per class"
+    per_class = f"{valid_q}" if valid_q == test_q else f"{valid_q} and {test_q}"
+    return f"{in_all}, {per_class} per class"
+
+
 def build_note_text(config: TrainConfig, data_name: str | None = None, *, data_size: str | None = None,
-                    subject: str = "This page") -> tuple[str, str]:  # fmt: skip
+                    class_counts: dict[str, int] | None = None, subject: str = "This page") -> tuple[str, str]:  # fmt: skip
     """``(title, sentence)`` saying which mode, recipe and data made ``subject``'s numbers.
 
     ``data_size`` (e.g. "2,548 images, a sample of 12% of the database's 21,165", from
     :meth:`cxrlib.data.ScanResult.describe_images`) follows the folder's name when known.
+    ``class_counts`` (the folder's images per class) lets fast mode's note say how many
+    validation and test images each class gets (:func:`fast_split_sizes`).
     ``subject`` starts the sentence: "This page" on a chapter, "This copy of the book" where
     the note stands for every page (the introduction, the model card).
     """
@@ -50,36 +72,40 @@ def build_note_text(config: TrainConfig, data_name: str | None = None, *, data_s
               else f"{config.epochs} passes over the training split")  # fmt: skip
     if config.fast_subset:
         settings = get_settings(fast=True)
+        limit = settings.per_class_limit
+        capped = {name: min(n, limit) if limit else n for name, n in class_counts.items()} if class_counts else None
         return ("Fast mode", f"{subject} was built with a toy model: the `{config.preset}` recipe, "
-                f"{config.img_size}-px images, at most {settings.per_class_limit} images per class "
-                f"({settings.valid_size} for validation and {settings.test_size} for test, equal counts per class)"
+                f"{config.img_size}-px images, at most {limit} images per class "
+                f"({fast_split_sizes(settings.valid_size, settings.test_size, capped)})"
                 f"{' from ' + folder if folder else ''}, {budget}. Its numbers teach the mechanics, not the results: "
                 "they say nothing about what the method achieves. Unset `CXR_FAST` to rebuild it in full mode.")  # fmt: skip
     return ("Full mode", f"{subject} was built with the `{config.preset}` recipe: {config.arch}, "
             f"{config.img_size}-px images, {budget}{', on ' + folder if folder else ''}.")  # fmt: skip
 
 
-def _data_folder() -> tuple[str | None, str | None]:
-    """The name of the data folder the chapter is about to read, and how many images it holds
-    against the database. The scan is cached (a second scan of an unchanged folder decodes
-    nothing), and the chapter scans the folder anyway; without a folder, or when it cannot be
-    scanned, the note says less but still says the mode and the recipe."""
+def _data_folder() -> tuple[str | None, str | None, dict[str, int] | None]:
+    """The name of the data folder the chapter is about to read, how many images it holds
+    against the database, and its images per class. The scan is cached (a second scan of an
+    unchanged folder decodes nothing), and the chapter scans the folder anyway; without a
+    folder, or when it cannot be scanned, the note says less but still says the mode and the
+    recipe."""
     try:
         folder = resolve_data_dir()
     except CXRError:
-        return None, None
+        return None, None, None
     try:
-        size = scan(folder, progress=False).describe_images()
+        scanned = scan(folder, progress=False)
     except (CXRError, OSError):
-        size = None
-    return folder.name, size
+        return folder.name, None, None
+    return folder.name, scanned.describe_images(), scanned.counts
 
 
 def describe_build(config: TrainConfig | None = None) -> str:
     """The build note as one plain sentence for pages that stand for the whole book (the
     introduction, the model card): "Full mode: This copy of the book was built with ..."."""
-    name, size = _data_folder()
-    title, sentence = build_note_text(config or chapter_config(), name, data_size=size, subject="This copy of the book")
+    name, size, counts = _data_folder()
+    title, sentence = build_note_text(config or chapter_config(), name, data_size=size, class_counts=counts,
+                                      subject="This copy of the book")  # fmt: skip
     return f"{title}: {sentence.replace('`', '')}"
 
 
@@ -88,54 +114,65 @@ def build_note(config: TrainConfig | None = None) -> Any:
     from IPython.display import HTML
 
     config = config or chapter_config()
-    name, size = _data_folder()
-    title, sentence = build_note_text(config, name, data_size=size)
+    name, size, counts = _data_folder()
+    title, sentence = build_note_text(config, name, data_size=size, class_counts=counts)
     body = html.escape(sentence).replace("`", "")
     kind = "warning" if config.fast_subset else "note"
     return HTML(f'<div class="admonition {kind}"><p class="admonition-title">{title}</p><p>{body}</p></div>')
 
 
-def _start_weights(config: TrainConfig) -> tuple[nn.Module, bool, str, str]:
-    """``(model, ImageNet weights used, why not in a few words, why not in full)`` for the
-    recipe's network, built as training builds it (``config.pretrained``); a failed download
-    is reported, not raised."""
-    reasons: list[str] = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+#: Why a recipe's network starts without ImageNet weights, in a few words (see :func:`_start_weights`).
+NO_IMAGENET_ACCESS = "this build had no access to them"
+
+
+def _start_weights(config: TrainConfig) -> tuple[nn.Module, bool, str, bool]:
+    """``(model, ImageNet weights used, why not in a few words, whether the recipe wants them)``
+    for the recipe's network, built as training builds it (``config.pretrained``). A failed
+    download (no network, an HTTP error, a damaged cache) is neither raised nor quoted: the
+    reason is :data:`NO_IMAGENET_ACCESS`, and the recipe still wants the weights."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the reason is said in the sentence, not warned
         try:
             model, used = build_model(config.arch, 4, pretrained=config.pretrained)  # type: ignore[arg-type]
-        except PretrainedUnavailableError as err:
+        except PretrainedUnavailableError:
             model, used = build_model(config.arch, 4, pretrained="no")[0], False
-            reasons.append(str(err))
-    reasons += [str(w.message) for w in caught]
     if used:
-        return model, True, "", ""
+        return model, True, "", True
     if config.pretrained == "no":
-        return model, False, 'the recipe asks for none (pretrained="no")', 'the recipe asks for none (pretrained="no")'
+        return model, False, 'the recipe asks for none (pretrained="no")', False
     if config.arch in NARROW:
-        return model, False, f"none exist for {config.arch}", f"none exist for {config.arch}"
-    detail = " ".join(reasons).replace("; training from scratch instead.", "").rstrip(".")
-    return model, False, "they could not be loaded here", detail or "they could not be loaded here"
+        return model, False, f"none exist for {config.arch}", False
+    return model, False, NO_IMAGENET_ACCESS, True
 
 
-def describe_model_start(config: TrainConfig | None = None) -> tuple[nn.Module, str]:
+def describe_model_start(config: TrainConfig | None = None, *, trained_here: bool = True) -> tuple[nn.Module, str]:
     """The recipe's network, built as training builds it, and one sentence on it: its weights,
     the new classifier's share, the first layer, and whether it starts from ImageNet weights
-    (and why not). Chapter 3 prints it under its table of what fine-tuning keeps."""
+    (and why not), always as "ImageNet weights used: True" or "False; <why not>". Chapter 3
+    prints it under its table of what fine-tuning keeps, for the recipe it trains and, with
+    ``trained_here=False``, for the ``full`` recipe it only describes: that line says what the
+    recipe would do, and that it would start from ImageNet weights where they can be
+    downloaded when this build could not load them."""
     config = config or chapter_config()
-    model, used, _, why_not = _start_weights(config)
+    model, used, why_not, wanted = _start_weights(config)
     classifier: nn.Linear = model.fc  # type: ignore[assignment]
     first_layer: nn.Conv2d = model.conv1  # type: ignore[assignment]
     n_weights = sum(p.numel() for p in model.parameters())
     n_classifier = sum(p.numel() for p in classifier.parameters())
-    network = (f"The `{config.preset}` recipe's network, {config.arch}: {n_weights:,} weights, {n_classifier:,} of "
-               f"them in the new {classifier.out_features}-class classifier; its first layer maps 1 gray channel "
-               f"to {first_layer.out_channels} filters.")  # fmt: skip
+    described = "" if trained_here else " (described here, not trained on this page)"
+    network = (f"The `{config.preset}` recipe's network{described}, {config.arch}: {n_weights:,} weights, "
+               f"{n_classifier:,} of them in the new {classifier.out_features}-class classifier; its first layer maps "
+               f"1 gray channel to {first_layer.out_channels} filters.")  # fmt: skip
+    trains = "training fine-tunes" if trained_here else "training would fine-tune"
     if used:
         start = ("ImageNet weights used: True. The first layer's 3 colour filters were summed into 1 gray filter, "
-                 "the classifier is new, and training fine-tunes everything.")  # fmt: skip
+                 f"the classifier is new, and {trains} everything.")  # fmt: skip
+    elif wanted and not trained_here:
+        start = (f"ImageNet weights used: False; the recipe would start from ImageNet weights when they can be "
+                 f"downloaded, and {NO_IMAGENET_ACCESS}.")  # fmt: skip
     else:
-        start = (f"ImageNet weights used: False; {why_not}. The network starts from random weights and is trained "
+        scratch = "is trained" if trained_here else "would be trained"
+        start = (f"ImageNet weights used: False; {why_not}, so the network starts from random weights and {scratch} "
                  "from scratch: nothing is kept, everything is learnt from the X-rays.")  # fmt: skip
     return model, f"{network} {start}"
 

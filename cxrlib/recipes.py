@@ -127,7 +127,7 @@ def recipe_summary(runs: pd.DataFrame | None = None, baseline: str = "base", bas
                 continue
             test = mcnemar(run.valid_correct, same_seed.iloc[0].valid_correct)
             tests.append(test)
-            paired.append(f"seed {run.seed}: +{test['a_only']}/-{test['b_only']} (p={test['p']:.2f})")
+            paired.append(f"seed {run.seed}: +{test['a_only']}/-{test['b_only']} ({format_p(test['p'])})")
         rows.append({
             "variant": variant_label(variant, epochs, images), "changes": group.changes.iloc[0], "seeds": len(group),
             "images shown": int(group.images_shown.mean()), "minutes": round(group.seconds.mean() / 60, 1),
@@ -142,24 +142,33 @@ def recipe_summary(runs: pd.DataFrame | None = None, baseline: str = "base", bas
     return pd.DataFrame(rows).set_index("variant")
 
 
+def format_p(p: float) -> str:
+    """A p-value as the tables print it: ``p<0.01`` below 0.01 (two decimals would show
+    ``p=0.00``, which reads as impossible), otherwise ``p=0.06``."""
+    return "p<0.01" if p < 0.01 else f"p={p:.2f}"
+
+
 def verdict(paired: list[dict[str, Any]], alpha: float = 0.05) -> str:
     """What the per-seed paired tests of a variant against the baseline support.
 
     ``better``/``worse`` only with two or more seeds that all point the same way, each with
     a McNemar p-value below ``alpha``. Seeds that agree in direction without each being
-    significant give ``ahead at every seed, not significant at each`` (or ``behind ...``):
-    a lead, not a proof. Seeds that disagree give ``no consistent difference``. With two
-    seeds of 400 images, differences of one or two points are within what seeds alone produce.
+    significant give ``ahead at every seed, significant at some seeds only`` or ``..., significant
+    at no seed`` (or ``behind ...``): a lead, not a proof. Seeds that disagree give ``no
+    consistent difference``. With two seeds of 400 images, differences of one or two points
+    are within what seeds alone produce.
     """
     if not paired:
         return "not compared"
     if len(paired) < 2:
         return "one seed only: no verdict"
-    significant = all(p["p"] < alpha for p in paired)
+    significant = sum(p["p"] < alpha for p in paired)
+    every = significant == len(paired)
+    at_seeds = "significant at some seeds only" if significant else "significant at no seed"
     if all(p["a_only"] > p["b_only"] for p in paired):
-        return "better" if significant else "ahead at every seed, not significant at each"
+        return "better" if every else f"ahead at every seed, {at_seeds}"
     if all(p["a_only"] < p["b_only"] for p in paired):
-        return "worse" if significant else "behind at every seed, not significant at each"
+        return "worse" if every else f"behind at every seed, {at_seeds}"
     return "no consistent difference"
 
 
@@ -186,9 +195,11 @@ def variant_verdict(variant: str, runs: pd.DataFrame | None = None, epochs: int 
 
 def describe_variant(variant: str, runs: pd.DataFrame | None = None, epochs: int | None = None) -> str:
     """One sentence on a measured variant of the recipe table (at ``epochs``, default: its
-    first budget in the table): its mean validation accuracy next to the recipe it is
-    compared with (named as such: "the cpu preset (...)", "the starting recipe (...)"), the
-    paired counts per seed and the verdict."""
+    first budget in the table), labelled as a stored measurement (``cxrlib/recipe_runs.csv``,
+    not this build's runs) with the number of validation images it was scored on and how to
+    read a budget: its mean validation accuracy next to the recipe it is compared with (named
+    as such: "the cpu preset (...)", "the starting recipe (...)"), the paired counts per seed
+    and the verdict."""
     runs = load_recipe_runs() if runs is None else runs
     mine = _variant_runs(variant, runs, epochs)
     budget, images = int(mine.epochs.iloc[0]), int(mine.epoch_images.iloc[0])
@@ -204,6 +215,10 @@ def describe_variant(variant: str, runs: pd.DataFrame | None = None, epochs: int
         named = f"the starting recipe ({against_label})"
     else:
         named = against_label
-    return (f"{variant} ({row['changes']}): mean validation accuracy {row['accuracy (4 classes)']:.3f} against "
+    valid_images = ", ".join(f"{n:,}" for n in sorted(set(mine.valid_n) | set(against.valid_n)))
+    stored = (f"Stored measurement (cxrlib/recipe_runs.csv: runs of the cpu recipe and its variants, made once on "
+              f"the book's sample and scored on its {valid_images} validation images, not by this build; a budget "
+              f"reads epochs × images per epoch): ")  # fmt: skip
+    return (f"{stored}{variant} ({row['changes']}): mean validation accuracy {row['accuracy (4 classes)']:.3f} against "
             f"{reference:.3f} for {named} at the same seed{'s' if len(seeds) > 1 else ''}; "
             f"{row['paired, per seed']}; verdict: {row['verdict']}.")  # fmt: skip

@@ -792,13 +792,15 @@ def _describe_lean(offsets: dict[str, float], small: float = 0.1) -> str:
             f"close calls away from it.")  # fmt: skip
 
 
-def describe_learning_curves(history: list[dict[str, Any]], best_epoch: int) -> str:
+def describe_learning_curves(history: list[dict[str, Any]], best_epoch: int, peak_lr: float) -> str:
     """What a run's learning curves say about training longer (chapter 3's exercise).
 
     ``history`` is a run's ``history.json``; ``best_epoch`` the 0-based epoch that
-    ``best.pt`` holds. Reads the best epoch against the last, the change of the training and
+    ``best.pt`` holds; ``peak_lr`` the schedule's peak, the run's ``TrainConfig.lr`` (the
+    history stores the learning rate at the end of each epoch, which misses a peak reached
+    within an epoch). Reads the best epoch against the last, the change of the training and
     validation losses over the last quarter of the epochs (at least 3), and the learning
-    rate at the end against its peak: a validation loss still falling says a longer schedule
+    rate at the end against the peak: a validation loss still falling says a longer schedule
     would likely help, a validation loss rising while the training loss falls says the model
     had started to overfit. The schedule (warm-up, then cosine) anneals the learning rate to
     about zero, so the help would come from a longer schedule, not from epochs added after it.
@@ -809,11 +811,11 @@ def describe_learning_curves(history: list[dict[str, Any]], best_epoch: int) -> 
     late = history[-min(n, max(3, n // 4)):]
     valid_change = late[-1]["valid_loss"] - late[0]["valid_loss"]
     train_change = late[-1]["train_loss"] - late[0]["train_loss"]
-    peak, end = max(h["lr"] for h in history), history[-1]["lr"]
-    annealed = end <= 0.05 * peak
+    end = history[-1]["lr"]
+    annealed = end <= 0.05 * peak_lr
     facts = (f"Best epoch {best_epoch + 1} of {n} (by validation macro AUC). Over the last {len(late)} epochs the "
              f"training loss changed by {train_change:+.3f} and the validation loss by {valid_change:+.3f}; the "
-             f"learning rate ended at {end:.2g}, from a peak of {peak:.2g}.")  # fmt: skip
+             f"learning rate ended at {end:.2g}, from the schedule's peak of {peak_lr:.2g}.")  # fmt: skip
     at_end = best_epoch + 1 >= n - max(1, n // 10)
     if valid_change < 0:
         where = "with the best epoch at the end" if at_end else f"though the best epoch was {best_epoch + 1}"

@@ -31,7 +31,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from .config import CXRError
 from .data import CHEST_BOX, SPLITS, CXRData, central_chest_box
 from .stats import exact_interval
 from .transforms import REGION_LABELS, REGIONS, apply_region
+
+if TYPE_CHECKING:
+    from .train import TrainConfig
 
 #: A pixel at or below this value (0..255) counts as black in :func:`dark_share`.
 DARK_LEVEL = 10
@@ -51,6 +54,9 @@ PULL_SHARE = 0.10
 #: :func:`read_inside_vs_blackout`: a class "depends on the surround" when blacking it out
 #: leaves at most this fraction of the images it got right before.
 KEPT_FRACTION = 0.5
+#: :func:`read_region_pairs`: without a significant difference, two models whose numbers of
+#: test images right are at most this many apart predict "about as well" as each other.
+CLOSE_IMAGES = 2
 #: A test AUC at or above this separates a class from the rest (:attr:`BackgroundRule.separates`).
 SEPARATED_AUC = 0.9
 #: :func:`read_background_rules`: an AUC within this distance of 0.5 reads as "about 0.5".
@@ -100,6 +106,20 @@ def describe_split(data: CXRData) -> str:
         parts.append(f"{sum(counts):,} {name} images ({per_class})")
     text = f"{parts[0]}, {parts[1]} and {parts[2]}"
     return f"a fast-mode subset of {len(labels):,} images: {text}" if data.settings.fast else text
+
+
+def describe_recipe(config: TrainConfig) -> str:
+    """The recipe that trained a build's model, in words, for a model card to glue next to
+    its description of the ``cpu`` recipe (plain text, no markup), e.g. "the fast recipe:
+    resnet18, 64-px images, 2 passes over the training split, no moving average of the
+    weights, no class offsets"."""
+    budget = (f"{config.epochs} epochs of {config.epoch_images:,} images" if config.epoch_images
+              else f"{config.epochs} passes over the training split")  # fmt: skip
+    average = ("an exponential moving average of the weights" if config.ema_decay is not None
+               else "no moving average of the weights")  # fmt: skip
+    offsets = ("one offset per class fitted on the validation split" if config.class_offsets
+               else "no class offsets")  # fmt: skip
+    return f"the {config.preset} recipe: {config.arch}, {config.img_size}-px images, {budget}, {average}, {offsets}"
 
 
 def count_weights(arch: str) -> int:
@@ -242,8 +262,11 @@ def region_pairs(runs: Mapping[str, str | os.PathLike[str]], data_dir: str | os.
 def read_region_pairs(pairs: Any, alpha: float = 0.05, *, region: str = "the lung region") -> list[str]:
     """One sentence per row of :func:`region_pairs`: McNemar's reading (the same ``alpha``
     as :func:`cxrlib.stats.describe_paired`), then what it means for that variant: blacking
-    out part of the image cost accuracy, made no measurable difference, or helped.
-    ``region`` names the lung region (:func:`region_name`)."""
+    out part of the image cost accuracy or helped (a significant difference); predicts about
+    as well as the whole image (no significant difference, and the two models' numbers of
+    images right at most :data:`CLOSE_IMAGES` apart); or, not significant but farther apart,
+    which model got more images right, by how many, and that this many images cannot tell
+    the difference from chance. ``region`` names the lung region (:func:`region_name`)."""
     out = []
     for against, row in pairs.iterrows():
         full_only, other_only = int(row["only full image right"]), int(row["only the other right"])
@@ -259,11 +282,21 @@ def read_region_pairs(pairs: Any, alpha: float = 0.05, *, region: str = "the lun
             meaning = (f"The {against} model is the more accurate one: blacking out part of the image helped, so the "
                        "full-image model does not make the most of what it sees (it may be undertrained, or the "
                        "blacked-out part misleads it).")  # fmt: skip
-        else:
+        elif abs(other_only - full_only) <= CLOSE_IMAGES:
             part = f"the image without {region}" if hidden else f"{region} alone"
             meaning = (f"On these {n} test images, {part} predicts the class about as well as the whole image (a "
                        "small difference would go unnoticed)"
                        + ("." if hidden else "; this does not say that the full model uses the lungs."))  # fmt: skip
+        else:
+            other_ahead = other_only > full_only
+            ahead = f"the {against} model" if other_ahead else "the full-image model"
+            accuracies = (float(row["accuracy, other"]), float(row["accuracy, full image"]))
+            high, low = accuracies if other_ahead else accuracies[::-1]
+            meaning = (f"{ahead[0].upper()}{ahead[1:]} got {abs(other_only - full_only)} more of these {n} test "
+                       f"images right (accuracy {high:.2f} against {low:.2f}), but with this many images a "
+                       f"difference of this size cannot be told from chance (McNemar p = {float(row['McNemar p']):.2f})"
+                       + ("; this does not say that the full model uses the lungs." if other_ahead and not hidden
+                          else "."))  # fmt: skip
         out.append(f"Full image vs {against}: {row['reading']} {meaning}")
     return out
 
@@ -730,15 +763,27 @@ def naive_split_leakage(data: CXRData, *, seeds: Iterable[int] = range(20)) -> d
             "leaks_max": int(leaks_arr.max())}  # fmt: skip
 
 
-def describe_leakage(leak: Mapping[str, Any]) -> list[str]:
-    """Sentences reading :func:`naive_split_leakage`: the groups, how many a random split
-    spreads, how many test images it gives a near-duplicate in training, and how much
-    each such image can move an accuracy on this test split (100 / test images points)."""
-    per_image = 100 / max(int(leak["test_images"]), 1)
-    return [f"{leak['groups']} near-duplicate groups ({leak['images']} images) in {leak['total_images']:,} images.",
-            f"Groups spread over two splits: the book's grouped split {leak['grouped_split']}, a random split "
-            f"{leak['naive_mean']:.1f} on average (from {leak['naive_min']} to {leak['naive_max']}).",
-            f"Test images with a near-duplicate in training: the book's split {leak['grouped_test_leaks']}, a random "
-            f"split {leak['leaks_mean']:.1f} on average (from {leak['leaks_min']} to {leak['leaks_max']}). Each can "
-            f"move an accuracy on these {leak['test_images']:,} test images by {per_image:.2g} points: up to "
-            f"{leak['leaks_max'] * per_image:.2g} points for the worst of these random splits."]  # fmt: skip
+def describe_leakage(leak: Mapping[str, Any], page_test_images: int | None = None) -> list[str]:
+    """Sentences reading :func:`naive_split_leakage` (run on the whole data folder): the
+    groups, how many a random split spreads, how many test images it gives a near-duplicate
+    in training, and how much each such image can move an accuracy on the whole folder's
+    test split (100 / test images points). ``page_test_images``, the number of test images
+    the page's own models are measured on, adds a sentence: the same number, or (a fast-mode
+    subset) how much one image moves an accuracy there."""
+    test_images = int(leak["test_images"])
+    per_image = 100 / max(test_images, 1)
+    out = [f"{leak['groups']} near-duplicate groups ({leak['images']} images) in {leak['total_images']:,} images.",
+           f"Groups spread over two splits: the book's grouped split {leak['grouped_split']}, a random split "
+           f"{leak['naive_mean']:.1f} on average (from {leak['naive_min']} to {leak['naive_max']}).",
+           f"Test images with a near-duplicate in training: the book's split {leak['grouped_test_leaks']}, a random "
+           f"split {leak['leaks_mean']:.1f} on average (from {leak['leaks_min']} to {leak['leaks_max']}). Each can "
+           f"move an accuracy on the whole folder's reference test split ({test_images:,} images) by {per_image:.2g} "
+           f"points: up to {leak['leaks_max'] * per_image:.2g} points for the worst of these random splits."]  # fmt: skip
+    if page_test_images is None:
+        return out
+    if page_test_images == test_images:
+        out.append(f"This page's models are tested on {page_test_images:,} test images too.")
+    else:
+        out.append(f"This page's models are tested on a subset of {page_test_images:,} test images (fast mode), "
+                   f"where one image moves an accuracy by {100 / max(page_test_images, 1):.2g} points.")  # fmt: skip
+    return out

@@ -80,9 +80,22 @@ def test_build_note_says_mode_recipe_and_data() -> None:
     title, sentence = pages.build_note_text(preset("fast"), "COVID-19_Radiography_Dataset")
     assert title == "Fast mode" and "toy model" in sentence and "64-px images" in sentence
     assert "not the results" in sentence and "COVID-19_Radiography_Dataset" in sentence
+    assert "(40 validation and 40 test images in all, equal counts per class)" in sentence  # classes unknown
+    _, sentence = pages.build_note_text(preset("fast"), "data", class_counts=dict.fromkeys(CANONICAL, 500))
+    assert "at most 60 images per class (40 validation and 40 test images in all, 10 per class)" in sentence
     title, sentence = pages.build_note_text(preset("cpu"), None)
     assert title == "Full mode" and "22 epochs of 2,000 images" in sentence and "160-px" in sentence
     assert pages.with_interval(0.95, (0.9236, 0.9691)) == "0.950 [0.924, 0.969]"
+
+
+def test_fast_split_sizes_say_per_class_only_what_the_split_gives() -> None:
+    four = dict.fromkeys(CANONICAL, 60)
+    assert pages.fast_split_sizes(40, 40, four) == "40 validation and 40 test images in all, 10 per class"
+    assert pages.fast_split_sizes(40, 80, four) == "40 validation and 80 test images in all, 10 and 20 per class"
+    assert pages.fast_split_sizes(40, 40, None) == "40 validation and 40 test images in all, equal counts per class"
+    # a class too small for 10 + 10 (the split gives every class fewer), or more classes than images
+    assert pages.fast_split_sizes(40, 40, {**four, "COVID": 30}).endswith("in all, equal counts per class")
+    assert pages.fast_split_sizes(2, 2, four).endswith("in all, equal counts per class")
 
 
 def test_build_note_says_the_folder_size_and_whom_it_speaks_for() -> None:
@@ -106,6 +119,11 @@ def test_describe_build_reads_the_data_folder_or_does_without(tmp_path: Path, mo
     sentence = pages.describe_build(preset("cpu"))
     assert "on the data folder data (40 images, a sample of less than 1% of the database's 21,165)." in sentence
     assert "This page" not in sentence
+    # fast mode: the folder's classes (10 images each) are too small for 10 + 10 per class
+    assert "(40 validation and 40 test images in all, equal counts per class)" in pages.describe_build(preset("fast"))
+    data = build_dataset(tmp_path / "larger", dict.fromkeys(CANONICAL, 45)).path
+    monkeypatch.setenv("CXR_DATA_DIR", str(data))
+    assert "(40 validation and 40 test images in all, 10 per class)" in pages.describe_build(preset("fast"))
 
 
 def test_model_start_says_which_weights_the_recipe_starts_from(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -117,15 +135,28 @@ def test_model_start_says_which_weights_the_recipe_starts_from(monkeypatch: pyte
     assert "random weights" in pages.describe_normalization(preset("cpu"))
     _, sentence = pages.describe_model_start(preset("fast", pretrained="no"))
     assert 'ImageNet weights used: False; the recipe asks for none (pretrained="no")' in sentence
-    # offline (the test suite refuses connections): the reason is the download's failure, in full
+    assert "random weights and is trained from scratch" in sentence
+    # offline (the test suite refuses connections): the reason, in words, not the exception
     _, sentence = pages.describe_model_start(preset("full"))
-    assert "ImageNet weights used: False; ImageNet weights for resnet18 could not be loaded" in sentence
-    assert "training from scratch instead" not in sentence
-    assert "(ImageNet weights: they could not be loaded here)" in pages.describe_normalization(preset("full"))
+    assert ("ImageNet weights used: False; this build had no access to them, so the network starts from random "
+            "weights and is trained from scratch") in sentence  # fmt: skip
+    assert "URLError" not in sentence and "cache" not in sentence and "training from scratch instead" not in sentence
+    # a recipe the page describes but does not train: what it would do
+    _, sentence = pages.describe_model_start(preset("full"), trained_here=False)
+    assert sentence.startswith("The `full` recipe's network (described here, not trained on this page), resnet18:")
+    assert sentence.endswith("ImageNet weights used: False; the recipe would start from ImageNet weights when they "
+                             "can be downloaded, and this build had no access to them.")  # fmt: skip
+    _, sentence = pages.describe_model_start(preset("cpu"), trained_here=False)
+    assert "none exist for resnet18-w32, so the network starts from random weights and would be trained" in sentence
+    assert "(ImageNet weights: this build had no access to them)" in pages.describe_normalization(preset("full"))
     # with the weights (as a reader with a network gets them)
     monkeypatch.setattr(pages, "build_model", lambda arch, n, pretrained: (build_model(arch, n, "no")[0], True))
     _, sentence = pages.describe_model_start(preset("full"))
     assert "ImageNet weights used: True. The first layer's 3 colour filters were summed" in sentence
+    assert sentence.endswith("the classifier is new, and training fine-tunes everything.")
+    _, sentence = pages.describe_model_start(preset("full"), trained_here=False)
+    assert sentence.endswith("ImageNet weights used: True. The first layer's 3 colour filters were summed into 1 "
+                             "gray filter, the classifier is new, and training would fine-tune everything.")  # fmt: skip
     statistics = f"ImageNet's statistics (mean {IMAGENET_GRAY_MEAN:.3f}, std {IMAGENET_GRAY_STD:.3f})"
     assert statistics in pages.describe_normalization(preset("full"))
 

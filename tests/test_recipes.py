@@ -8,6 +8,7 @@ import pytest
 from cxrlib.recipes import (
     HONEST_CLASSES,
     describe_variant,
+    format_p,
     load_posthoc,
     load_recipe_runs,
     posthoc_verdicts,
@@ -26,18 +27,28 @@ def test_verdict_needs_every_seed_to_agree_and_be_significant() -> None:
     loss = {"a_only": 3, "b_only": 19, "p": 0.001}
     assert verdict([win, win]) == "better"
     assert verdict([loss, loss]) == "worse"
-    assert verdict([win, weak_win]) == "ahead at every seed, not significant at each"
-    assert verdict([loss, {"a_only": 4, "b_only": 6, "p": 0.75}]) == "behind at every seed, not significant at each"
+    weak_loss = {"a_only": 4, "b_only": 6, "p": 0.75}
+    assert verdict([win, weak_win]) == "ahead at every seed, significant at some seeds only"
+    assert verdict([weak_win, weak_win]) == "ahead at every seed, significant at no seed"
+    assert verdict([loss, weak_loss]) == "behind at every seed, significant at some seeds only"
+    assert verdict([weak_loss, weak_loss, weak_loss]) == "behind at every seed, significant at no seed"
     assert verdict([win, loss]) == "no consistent difference"
     assert verdict([]) == "not compared"
     assert verdict([win]) == "one seed only: no verdict"
+
+
+def test_p_values_below_a_hundredth_are_not_printed_as_zero() -> None:
+    assert format_p(0.004) == "p<0.01"
+    assert format_p(0.01) == "p=0.01"
+    assert format_p(0.0649) == "p=0.06"
 
 
 def _run(variant: str, seed: int, epochs: int, correct: str) -> dict[str, object]:
     acc = correct.count("1") / len(correct)
     return {"variant": variant, "changes": variant, "seed": seed, "epochs": epochs, "epoch_images": 100,
             "images_shown": epochs * 100, "seconds": 60, "accuracy": acc, "accuracy_3class": acc, "macro_auc": 0.9,
-            "sens_COVID": acc, "sens_Normal": acc, "sens_Viral Pneumonia": acc, "valid_correct": correct}  # fmt: skip
+            "sens_COVID": acc, "sens_Normal": acc, "sens_Viral Pneumonia": acc, "valid_correct": correct,
+            "valid_n": len(correct)}  # fmt: skip
 
 
 def test_summary_pairs_each_seed_with_the_baseline() -> None:
@@ -49,7 +60,7 @@ def test_summary_pairs_each_seed_with_the_baseline() -> None:
     assert summary.loc["base, 12 × 100", "verdict"] == "baseline"
     assert summary.loc["bigger, 12 × 100", "verdict"] == "better"
     assert summary.loc["bigger, 12 × 100", "accuracy (4 classes)"] == pytest.approx(0.925)
-    assert "seed 0: +35/-0" in summary.loc["bigger, 12 × 100", "paired, per seed"]
+    assert "seed 0: +35/-0 (p<0.01)" in summary.loc["bigger, 12 × 100", "paired, per seed"]
 
 
 def test_a_change_on_top_of_the_preset_is_compared_with_the_preset() -> None:
@@ -118,6 +129,9 @@ def test_describe_variant_names_what_it_is_compared_with() -> None:
                          _run("no-noise-blur", 0, 22, "1" * 90 + "0" * 10),
                          _run("preset+flip", 0, 22, "1" * 85 + "0" * 15)])  # fmt: skip
     sentence = describe_variant("preset+flip", runs)
+    assert sentence.startswith("Stored measurement (cxrlib/recipe_runs.csv: runs of the cpu recipe and its variants, "
+                               "made once on the book's sample and scored on its 100 validation images, not by this "
+                               "build; a budget reads epochs × images per epoch): preset+flip (preset+flip): ")  # fmt: skip
     reference = "0.850 against 0.900 for the cpu preset (no-noise-blur, 22 × 100) at the same seed;"
     assert f"mean validation accuracy {reference}" in sentence
     assert sentence.endswith("seed 0: +0/-5 (p=0.06); verdict: one seed only: no verdict.")

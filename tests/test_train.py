@@ -411,19 +411,27 @@ def _history(train_loss: list[float], valid_loss: list[float], peak: float = 2e-
 
 def test_learning_curves_are_read_for_a_longer_schedule_or_overfitting() -> None:
     falling = _history([1.0 - 0.05 * e for e in range(12)], [0.9 - 0.04 * e for e in range(12)])
-    sentence = describe_learning_curves(falling, best_epoch=11)
+    sentence = describe_learning_curves(falling, best_epoch=11, peak_lr=2e-3)
     assert sentence.startswith("Best epoch 12 of 12 (by validation macro AUC). Over the last 3 epochs the "
                                "training loss changed by -0.100 and the validation loss by -0.080; the learning "
-                               "rate ended at 0, from a peak of 0.002.")
+                               "rate ended at 0, from the schedule's peak of 0.002.")
     assert "still falling when the schedule ended, with the best epoch at the end" in sentence
     assert "a longer schedule (more epochs, annealed over all of them) would likely help" in sentence
     assert "epochs added after this one would train at a learning rate near zero" in sentence
     overfitting = _history([1.0 - 0.05 * e for e in range(12)], [0.5 + 0.02 * e for e in range(12)])
-    sentence = describe_learning_curves(overfitting, best_epoch=3)
+    sentence = describe_learning_curves(overfitting, best_epoch=3, peak_lr=2e-3)
     assert sentence.startswith("Best epoch 4 of 12") and "the model had started to overfit" in sentence
     flat = _history([0.5] * 12, [0.4] * 12)
-    assert describe_learning_curves(flat, best_epoch=5).endswith("more epochs alone are unlikely to help.")
-    assert describe_learning_curves(flat[:1], best_epoch=0).startswith("One epoch only")
+    sentence = describe_learning_curves(flat, best_epoch=5, peak_lr=2e-3)
+    assert sentence.endswith("more epochs alone are unlikely to help.")
+    assert describe_learning_curves(flat[:1], best_epoch=0, peak_lr=2e-3).startswith("One epoch only")
+    # a short run's history (end-of-epoch values) misses the peak reached within an epoch: the peak is the config's
+    short = [{**h, "lr": lr} for h, lr in zip(falling[:2], (1.2e-3, 1e-4))]
+    sentence = describe_learning_curves(short, best_epoch=1, peak_lr=2e-3)
+    assert "the learning rate ended at 0.0001, from the schedule's peak of 0.002." in sentence
+    assert "epochs added after this one would train at a learning rate near zero" in sentence  # 0.0001 <= 5% of 0.002
+    still_high = [{**h, "lr": lr} for h, lr in zip(falling[:2], (1.2e-3, 6e-4))]
+    assert "near zero" not in describe_learning_curves(still_high, best_epoch=1, peak_lr=2e-3)
 
 
 def _finished_run(folder: Path, offsets: dict[str, float] | None) -> Path:

@@ -16,7 +16,7 @@ from cxrlib.cli import build_parser, main
 from cxrlib.config import CXRError
 from cxrlib.data import CHEST_BOX, CXRData, CXRDataset, central_chest_box
 from cxrlib.evaluate import predict_files, predict_images, predict_split
-from cxrlib.train import load_model, train
+from cxrlib.train import load_model, preset, train
 from cxrlib.transforms import REGIONS, apply_region
 
 from conftest import CANONICAL, build_dataset, pattern, save
@@ -326,9 +326,17 @@ def test_describe_leakage_weighs_each_leaked_image() -> None:
     assert sentences[0] == "20 near-duplicate groups (42 images) in 2,548 images."
     assert sentences[1] == ("Groups spread over two splits: the book's grouped split 0, a random split 11.1 on average "
                             "(from 5 to 15).")  # fmt: skip
-    assert sentences[2].endswith("by 0.25 points: up to 2.5 points for the worst of these random splits.")
+    assert sentences[2].endswith("Each can move an accuracy on the whole folder's reference test split (400 images) "
+                                 "by 0.25 points: up to 2.5 points for the worst of these random splits.")  # fmt: skip
+    assert len(sentences) == 3
     small_test = trust.describe_leakage({**leak, "test_images": 40})
-    assert "these 40 test images by 2.5 points: up to 25 points" in small_test[2]
+    assert "reference test split (40 images) by 2.5 points: up to 25 points" in small_test[2]
+    # the page's own models: tested on the same number of images (full mode), or on a fast-mode subset
+    same_size = trust.describe_leakage(leak, page_test_images=400)
+    assert same_size[3] == "This page's models are tested on 400 test images too."
+    assert trust.describe_leakage(leak, page_test_images=40)[3] == (
+        "This page's models are tested on a subset of 40 test images (fast mode), where one image moves an accuracy "
+        "by 2.5 points.")  # fmt: skip
 
 
 def test_blackout_reading_names_a_collapse_into_lung_opacity() -> None:
@@ -444,8 +452,10 @@ def test_region_readings_give_the_losses_and_compare_the_blackout() -> None:
 def test_region_pairs_reading_says_what_each_outcome_means() -> None:
     import pandas as pd
 
-    def pairs(full_only: int, other_only: int, p: float) -> Any:
-        rows = [{"against": label, "images": 400, "only full image right": full_only,
+    def pairs(full_only: int, other_only: int, p: float, images: int = 400) -> Any:
+        both = images // 2  # images both models got right
+        rows = [{"against": label, "images": images, "accuracy, full image": (both + full_only) / images,
+                 "accuracy, other": (both + other_only) / images, "only full image right": full_only,
                  "only the other right": other_only, "McNemar p": p, "reading": "(McNemar's sentence)"}
                 for label in ("lungs hidden", "lungs only")]  # fmt: skip
         return pd.DataFrame(rows).set_index("against")
@@ -461,6 +471,18 @@ def test_region_pairs_reading_says_what_each_outcome_means() -> None:
     assert same[0].endswith("On these 400 test images, the image without the lung region predicts the class about "
                             "as well as the whole image (a small difference would go unnoticed).")  # fmt: skip
     assert same[1].endswith("this does not say that the full model uses the lungs.")
+    close = trust.read_region_pairs(pairs(5, 5 + trust.CLOSE_IMAGES, 0.8))
+    assert all("about as well as the whole image" in s for s in close)
+    # not significant, but the counts far apart: say which got more right, and that chance could explain it
+    other_ahead = trust.read_region_pairs(pairs(6, 13, 0.17, images=40))
+    assert other_ahead[0] == ("Full image vs lungs hidden: (McNemar's sentence) The lungs hidden model got 7 more of "
+                              "these 40 test images right (accuracy 0.82 against 0.65), but with this many images a "
+                              "difference of this size cannot be told from chance (McNemar p = 0.17).")  # fmt: skip
+    assert other_ahead[1].endswith("(McNemar p = 0.17); this does not say that the full model uses the lungs.")
+    full_ahead = trust.read_region_pairs(pairs(13, 6, 0.17, images=40))
+    assert all(": (McNemar's sentence) The full-image model got 7 more of these 40 test images right (accuracy 0.82 "
+               "against 0.65)" in s and s.endswith("(McNemar p = 0.17).") for s in full_ahead)  # fmt: skip
+    assert not any("about as well" in s for s in other_ahead + full_ahead)
 
 
 def test_background_readings_explain_an_auc_below_one_half() -> None:
@@ -515,5 +537,11 @@ def test_describe_split_and_count_weights(tmp_path: Path) -> None:
     text = trust.describe_split(data)
     assert text.endswith("6 validation images (2 per class) and 6 test images (2 per class)")
     assert text.startswith("20 training images (COVID 8, Normal 8, Viral Pneumonia 4)")
+    assert trust.describe_recipe(preset("cpu")) == (
+        "the cpu recipe: resnet18-w32, 160-px images, 22 epochs of 2,000 images, an exponential moving average of the "
+        "weights, one offset per class fitted on the validation split")  # fmt: skip
+    assert trust.describe_recipe(preset("fast")) == (
+        "the fast recipe: resnet18, 64-px images, 2 passes over the training split, no moving average of the "
+        "weights, no class offsets")  # fmt: skip
     assert trust.count_weights("resnet18") == 11_172_292  # ResNet-18, one gray input channel, four outputs
     assert trust.count_weights("resnet18-w32") < trust.count_weights("resnet18")

@@ -144,9 +144,10 @@ def test_from_run_and_bench(tmp_path_factory: pytest.TempPathFactory, tmp_path: 
     sentence = describe_explorer_bench(numbers)
     assert "at 40 px: median" in sentence and "at 56 px" in sentence and "goal" not in sentence
     at_goal_size = {**numbers, "explorer_ms_p50_224px": 90.0, "explorer_ms_p95_224px": 300.0}
-    assert "(over the goal of 150 ms and 250 ms)" in describe_explorer_bench(at_goal_size)
+    goals = "the goals of a median of at most 150 ms and a 95th percentile of at most 250 ms)"
+    assert f"(not within {goals}" in describe_explorer_bench(at_goal_size)
     at_goal_size["explorer_ms_p95_224px"] = 200.0
-    assert "(within the goal" in describe_explorer_bench(at_goal_size)
+    assert f"(within {goals}" in describe_explorer_bench(at_goal_size) and "1 thread per CAM" in sentence
 
 
 def test_from_run_at_another_size_predicts_and_maps_at_that_size(tmp_path_factory: pytest.TempPathFactory) -> None:
