@@ -812,8 +812,10 @@ def describe_temperature_effect(before: Predictions, after: Predictions) -> str:
     moves = {c: auc_after[c]["auc"] - m["auc"] for c, m in auc_before.items()
              if math.isfinite(m["auc"]) and math.isfinite(auc_after[c]["auc"])}  # fmt: skip
     head = f"{changed} of {len(before)} predicted classes changed and {accuracy}"
-    largest = max(moves, key=lambda c: abs(moves[c])) if moves else None
-    if largest is None or round(abs(moves[largest]), 4) == 0:
+    # a change counts when the two values differ as the page prints them (four decimals)
+    printed = {c: abs(round(auc_after[c]["auc"], 4) - round(auc_before[c]["auc"], 4)) for c in moves}
+    largest = max(moves, key=lambda c: (printed[c], abs(moves[c]))) if moves else None
+    if largest is None or printed[largest] == 0:
         return f"{head}; no one-vs-rest AUC changed at four decimals."
     return (f"{head}; the one-vs-rest AUCs moved by at most {abs(moves[largest]):.4f} ({largest}: "
             f"{auc_before[largest]['auc']:.4f} -> {auc_after[largest]['auc']:.4f}).")  # fmt: skip

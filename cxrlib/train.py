@@ -665,8 +665,9 @@ def fit_class_offsets(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
     A network trained on class-balanced draws can still lean towards one class (here it
     sends doubtful images to Normal). Shifting every logit of a class by the same amount
-    moves that class's share of the decisions and nothing else: the ranking of images
-    within a class, and so every one-vs-rest AUC of that class, is unchanged. This is the
+    moves that class's share of the decisions. It leaves each logit's ranking of the images
+    unchanged, but not quite the one-vs-rest AUCs, which rank the softmax probability: an
+    image's p(c) depends on the other classes' offsets too, so AUCs move a little. This is the
     bias part of "bias-corrected temperature scaling" (Alexandari, Kundaje and Shrikumar,
     ICML 2020); the temperature stays chapter 4's lesson.
     """
