@@ -1,6 +1,6 @@
 # One command builds the book, one runs the tests. Both create .venv when it is missing.
 #   make book          build the HTML book (executes every chapter, strict: warnings fail)
-#   make test          unit tests + every chapter under pytest/nbval
+#   make test          ruff (lint, format check), unit tests + every chapter under pytest/nbval
 #   make browser-test  open every built page in headless Chromium (after make book)
 #   make book-full     the whole book in full mode (cpu recipe) into build/full/_build, then the browser check
 #   make student       student notebooks (solutions replaced by stubs) in build/student/
@@ -31,7 +31,7 @@ ifdef CXR_DATA_DIR
 export CXR_DATA_DIR := $(abspath $(CXR_DATA_DIR))
 endif
 
-.PHONY: install widgets-js book book-full browser-test student test unit lab nb-refs strip clean
+.PHONY: install widgets-js book book-full browser-test student test lint unit lab nb-refs strip clean
 
 install: $(STAMP)
 
@@ -76,7 +76,11 @@ browser-test: $(STAMP)
 student: $(STAMP)
 	$(PY) tools/student.py build/student
 
-test: $(STAMP) $(JS_STAMP)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check cxrlib tests tools
+	$(VENV)/bin/ruff format --check cxrlib tests tools
+
+test: $(STAMP) $(JS_STAMP) lint
 	$(PY) tools/nbrefs.py prepare build/nbtest
 	$(PY) -m pytest tests build/nbtest --nbval-lax --nbval-current-env --nbval-cell-timeout=1200 -p no:cacheprovider
 

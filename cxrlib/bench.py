@@ -28,8 +28,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .config import CXRError
+from .data import CXRDataset
 from .models import build_model
 from .transforms import AugmentConfig, data_normalization, train_transform
+from .widgets import STEP_THREADS, Explorer
 
 
 def _train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Any, steps: int) -> tuple[int, float]:
@@ -51,8 +53,6 @@ def _train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, batches: An
 def bench_training(data: Any, *, img_size: int = 128, batch_size: int = 32, steps: int = 8, rounds: int = 3,
                    workers: int = 0, arch: str = "resnet18") -> dict[str, Any]:  # fmt: skip
     """Model-only vs real-loader training throughput (images per second)."""
-    from .data import CXRDataset
-
     torch.manual_seed(0)
     pixels = data.pixels(img_size, progress=False)
     train_idx = data.indices("train")
@@ -112,8 +112,6 @@ def bench_explorer(run: str | os.PathLike[str], data_dir: str | os.PathLike[str]
     ``warmup`` steps; at the run's own image size and at :data:`STEP_TARGET_SIZE` (default
     ``sizes``). Returns the median and 95th percentile per size; ``explorer_ms_p50`` and
     ``explorer_ms_p95`` are those at the last size."""
-    from .widgets import STEP_THREADS, Explorer
-
     out: dict[str, Any] = {}
     explorer = Explorer.from_run(run, data_dir, split="test", method=method)
     own = int(explorer.pred.images.shape[-1])  # type: ignore[union-attr]
@@ -127,7 +125,10 @@ def bench_explorer(run: str | os.PathLike[str], data_dir: str | os.PathLike[str]
         times = time_explorer_steps(explorer, [k % n for k in range(warmup + steps)])[warmup:]
         out[f"explorer_ms_p50_{size}px"] = round(float(np.percentile(times, 50)), 1)
         out[f"explorer_ms_p95_{size}px"] = round(float(np.percentile(times, 95)), 1)
-        out["explorer_ms_p50"], out["explorer_ms_p95"] = out[f"explorer_ms_p50_{size}px"], out[f"explorer_ms_p95_{size}px"]
+        out["explorer_ms_p50"], out["explorer_ms_p95"] = (
+            out[f"explorer_ms_p50_{size}px"],
+            out[f"explorer_ms_p95_{size}px"],
+        )
         out["explorer_img_size"] = size
     explorer.close()
     out.update({"explorer_run": Path(run).name, "explorer_steps": steps, "explorer_method": method,

@@ -147,8 +147,7 @@ def find_dataset_root(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Pat
             return best[0].resolve(), best[1]
         level = [c for f in level for c in sorted(f.iterdir()) if c.is_dir() and not c.name.startswith(".")]
     raise CXRError(
-        f"no class folders (COVID, Normal, Lung_Opacity, Viral Pneumonia) found in {path} "
-        "or the two levels below it"
+        f"no class folders (COVID, Normal, Lung_Opacity, Viral Pneumonia) found in {path} or the two levels below it"
     )
 
 
@@ -393,7 +392,9 @@ def scan(
         if not bool(ok):
             skipped.append(SkippedFile(rel, str(reason)))
             continue
-        records.append(ImageRecord(rel, label, mask, int(width), int(height), str(mode), str(fmt), int(size), int(mtime)))
+        records.append(
+            ImageRecord(rel, label, mask, int(width), int(height), str(mode), str(fmt), int(size), int(mtime))
+        )
         hashes.append(int(phash))
         thumbs.append(thumb)
     return ScanResult(
@@ -650,8 +651,13 @@ class PixelCache:
             with ThreadPoolExecutor(workers) as pool:
                 decoded = pool.map(self._decode, self.records)
                 for i, pixels in enumerate(
-                    tqdm(decoded, total=len(self.records), desc=f"caching {self.kind} at {self.size}px",
-                         unit="img", disable=not progress)  # fmt: skip
+                    tqdm(
+                        decoded,
+                        total=len(self.records),
+                        desc=f"caching {self.kind} at {self.size}px",
+                        unit="img",
+                        disable=not progress,
+                    )  # fmt: skip
                 ):
                     array[i] = pixels
             array.flush()
@@ -864,7 +870,10 @@ class CXRData:
     def duplicate_groups(self) -> list[list[dict[str, str]]]:
         """Near-duplicate groups as ``[{path, class, split}, ...]`` lists."""
         return [
-            [{"path": self.records[i].path, "class": self.records[i].label, "split": self.split.assignment[i]} for i in g]
+            [
+                {"path": self.records[i].path, "class": self.records[i].label, "split": self.split.assignment[i]}
+                for i in g
+            ]
             for g in self.split.groups
         ]
 

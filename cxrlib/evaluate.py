@@ -4,7 +4,7 @@ Intervals: exact (Clopper-Pearson) for proportions (accuracy, sensitivity, speci
 :mod:`cxrlib.stats`), a stratified bootstrap for the macro AUC (:func:`bootstrap_ci`).
 
 scikit-learn does the arithmetic; this module decides what is reported and how classes
-are matched.
+are matched. The macro AUC itself is in :mod:`cxrlib.metrics` (training scores with it too).
 
 Classes are matched **by name** between the model and the data, so a folder holding only
 some of the model's classes works: metrics are computed over the classes present in the
@@ -41,6 +41,10 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from torch.utils.data import DataLoader
 
 from .config import CXRError, DataNotFoundError, cache_dir, resolve_data_dir
+from .data import CXRData, CXRDataset, PixelCache, _atomic_write_bytes, central_chest_box, find_dataset_root, scan
+from .explain import compute_cams, lung_masks_for, overlay
+from .imaging import UnreadableImageError, read_gray, resize_gray
+from .metrics import _binary_auc, macro_auc
 from .stats import exact_interval
 from .train import LoadedModel, load_model, pick_device, predict_proba
 from .transforms import apply_region
@@ -159,8 +163,6 @@ def predict_images(loaded: LoadedModel, images: np.ndarray, *, device: str | Non
                    batch_size: int = 64, progress: bool = False) -> np.ndarray:  # fmt: skip
     """Softmax probabilities for ``uint8`` images ``(n, size, size)`` at the model's size,
     through the checkpoint's eval transform (the code path of validation in training)."""
-    from .data import CXRDataset
-
     if len(images) == 0:
         return np.zeros((0, len(loaded.classes)), np.float32)
     size = loaded.preprocessing.img_size
@@ -190,8 +192,6 @@ def predict_split(
     data folder is ``data_dir``, else ``CXR_DATA_DIR``, else the one the run was trained on.
     See the module docstring for where the split comes from.
     """
-    from .data import CXRData, PixelCache, scan
-
     if split not in ("valid", "test", "all"):
         raise CXRError(f"unknown split {split!r}; choose from valid, test, all")
     loaded, run_dir = _as_loaded(model)
@@ -206,8 +206,6 @@ def predict_split(
         cfg = loaded.config
         split_file = run_dir / "split.csv" if run_dir is not None else None
         saved_root = _run_data_dir(run_dir)
-        from .data import find_dataset_root
-
         same = (split_file is not None and split_file.is_file() and saved_root is not None
                 and Path(saved_root).resolve() == find_dataset_root(root)[0])  # fmt: skip
         if split_file is not None and not same:
@@ -242,9 +240,6 @@ def region_inputs(loaded: LoadedModel, images: np.ndarray, root: str | os.PathLi
     (``lungs-only``) blacked out otherwise, the lung region coming from where it came from
     in training (the masks beside the images, ``<Class>/masks/<name>`` under ``root``, or
     the central-chest box)."""
-    from .data import central_chest_box
-    from .explain import lung_masks_for
-
     prep = loaded.preprocessing
     if prep.region == "full" or len(images) == 0:
         return images
@@ -297,8 +292,6 @@ def cached_predictions(
     arrays = {"key": np.array(key), "probs": pred.probs, "labels": pred.labels, "classes": np.array(pred.classes),
               "paths": np.array(pred.paths), "root": np.array(pred.root), "images": pred.images,
               "notes": np.array(pred.notes, dtype=str)}  # fmt: skip
-    from .data import _atomic_write_bytes
-
     for path in candidates:
         try:
             _atomic_write_bytes(path, lambda fh: np.savez(fh, **arrays))
@@ -342,8 +335,6 @@ def predict_files(
     path, a folder, or a file that cannot be decoded. With ``cam_dir``, a Grad-CAM overlay
     of the predicted class is written per image (``<name>.<method>.png``).
     """
-    from .imaging import UnreadableImageError, read_gray, resize_gray
-
     loaded, _ = _as_loaded(model)
     size = loaded.preprocessing.img_size
     good: list[str] = []
@@ -390,8 +381,6 @@ def _write_cams(loaded: LoadedModel, images: np.ndarray, targets: np.ndarray, or
                 out: list[FilePrediction], cam_dir: Path, method: str, batch_size: int) -> None:  # fmt: skip
     from PIL import Image
 
-    from .explain import compute_cams, overlay
-
     try:
         cam_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -427,25 +416,6 @@ def model_input(loaded: LoadedModel, images: np.ndarray) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- metrics
-
-
-def _binary_auc(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
-    """One-vs-rest AUC per row of ``scores`` ``(r, n)`` with the same ``positive`` mask
-    ``(n,)``: the Mann-Whitney statistic from average ranks (ties count one half)."""
-    from scipy.stats import rankdata
-
-    n_pos = int(positive.sum())
-    n_neg = len(positive) - n_pos
-    ranks = rankdata(scores, axis=-1)
-    return (ranks[..., positive].sum(axis=-1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-
-def macro_auc(probs: np.ndarray, labels: np.ndarray, present: list[int] | None = None) -> float:
-    """Mean one-vs-rest AUC over the classes present (``nan`` with fewer than two)."""
-    present = present if present is not None else sorted(int(c) for c in np.unique(labels))
-    if len(present) < 2:
-        return float("nan")
-    return float(np.mean([roc_auc_score(labels == c, probs[:, c]) for c in present]))
 
 
 #: How each interval of :func:`compute_metrics` is made (``cxr evaluate`` prints it too).
@@ -609,7 +579,9 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(math.exp(best.x))
 
 
-def covid_threshold(probs: np.ndarray, labels: np.ndarray, classes: list[str], target_sensitivity: float = 0.95) -> float:
+def covid_threshold(
+    probs: np.ndarray, labels: np.ndarray, classes: list[str], target_sensitivity: float = 0.95
+) -> float:
     """The highest COVID-probability threshold whose sensitivity on these images (use the
     validation split) is at least ``target_sensitivity``: "COVID if p(COVID) >= threshold"."""
     if COVID not in classes:

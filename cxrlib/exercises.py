@@ -24,7 +24,8 @@ class NotWritten:
 
     def _fail(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise NotImplementedError(
-            f"Exercise {self._label}: `{self._name}` is not written yet; write it in the exercise's cell and run it")
+            f"Exercise {self._label}: `{self._name}` is not written yet; write it in the exercise's cell and run it"
+        )
 
     def __getattr__(self, attribute: str) -> Any:
         if attribute.startswith("_"):  # protocols (__array__, _repr_html_, ...): "not supported"

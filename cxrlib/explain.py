@@ -47,7 +47,8 @@ from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sig
 from torch import nn
 
 from .config import CXRError
-from .data import CHEST_BOX, central_chest_box
+from .data import central_chest_box
+from .imaging import UnreadableImageError, read_gray, resize_gray
 from .models import cam_target_layer
 
 
@@ -224,8 +225,6 @@ def lung_masks_for(root: str | os.PathLike[str], paths: Sequence[str], size: int
     ``<Class>/masks/<name>`` and resized to ``size``: ``uint8`` 0/255 ``(n, size, size)``,
     or ``None`` when any image has no mask (then use the central-chest box)."""
     from PIL import Image
-
-    from .imaging import UnreadableImageError, read_gray, resize_gray
 
     out = []
     for rel in paths:

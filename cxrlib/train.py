@@ -39,13 +39,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .config import CXRError, runs_dir
+from .config import CXRError, resolve_data_dir, runs_dir
+from .data import CXRData, CXRDataset
+from .metrics import macro_auc
 from .models import ARCHITECTURES, build_model, set_backbone_trainable
 from .transforms import (
     IMAGENET_NORMALIZATION,
     REGIONS,
     AugmentConfig,
-    Normalization,
     Preprocessing,
     data_normalization,
     eval_transform,
@@ -139,8 +140,17 @@ class TrainConfig:
 
 PRESETS: dict[str, TrainConfig] = {
     # CI: a few seconds of real training on the fast subset.
-    "fast": TrainConfig(preset="fast", img_size=64, epochs=2, batch_size=32, lr=2e-3, fast_subset=True,
-                        valid_size=40, test_size=40, warmup_fraction=0.3),  # fmt: skip
+    "fast": TrainConfig(
+        preset="fast",
+        img_size=64,
+        epochs=2,
+        batch_size=32,
+        lr=2e-3,
+        fast_subset=True,
+        valid_size=40,
+        test_size=40,
+        warmup_fraction=0.3,
+    ),  # fmt: skip
     # The laptop recipe: 2 CPU cores, at most 15 minutes, no pretrained weights needed. A
     # budget of 22 x 2,000 class-balanced images, whatever the size of the data; each choice
     # was measured on the sample's validation split with two seeds (cxrlib/recipe_runs.csv,
@@ -149,12 +159,23 @@ PRESETS: dict[str, TrainConfig] = {
     # seeds (by 9 and 7 images of 400; McNemar p 0.08 and 0.14, so a lead, not a proof).
     # Class offsets: the network sends doubtful COVID images to Normal; offsets fitted on the
     # validation split balance the two (cross-fitted on validation: recipe_posthoc.json).
-    "cpu": TrainConfig(preset="cpu", arch="resnet18-w32", img_size=160, epochs=22, epoch_images=2000, batch_size=32,
-                       lr=2e-3, ema_decay=0.997, max_minutes=14.5, augment=AugmentConfig(noise=0.0, blur=0.0),
-                       class_offsets=True),  # fmt: skip
+    "cpu": TrainConfig(
+        preset="cpu",
+        arch="resnet18-w32",
+        img_size=160,
+        epochs=22,
+        epoch_images=2000,
+        batch_size=32,
+        lr=2e-3,
+        ema_decay=0.997,
+        max_minutes=14.5,
+        augment=AugmentConfig(noise=0.0, blur=0.0),
+        class_offsets=True,
+    ),  # fmt: skip
     # GPU, the whole database, 224 px, ImageNet weights.
-    "full": TrainConfig(preset="full", img_size=224, epochs=20, batch_size=64, lr=1e-3, pretrained="auto",
-                        patience=6, workers=4),  # fmt: skip
+    "full": TrainConfig(
+        preset="full", img_size=224, epochs=20, batch_size=64, lr=1e-3, pretrained="auto", patience=6, workers=4
+    ),  # fmt: skip
 }
 
 
@@ -300,8 +321,6 @@ def predict_proba(model: nn.Module, loader: DataLoader, device: torch.device, *,
 
 def basic_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Accuracy and macro one-vs-rest AUC (over the classes present in ``labels``)."""
-    from .evaluate import macro_auc  # evaluate imports this module: import on use
-
     acc = float((probs.argmax(1) == labels).mean()) if len(labels) else float("nan")
     return {"accuracy": acc, "macro_auc": macro_auc(probs, labels)}
 
@@ -441,8 +460,6 @@ def train(
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train (or resume) a run into ``out``. See the module docstring for what is written."""
-    from .data import CXRData, read_split_csv
-
     config.validate()
     rank, world = _distributed()
     main_process = rank == 0
@@ -489,8 +506,6 @@ def train(
     if region_source:
         say(f"region: {config.region}, lung region from the {region_source}")
 
-    from .data import CXRDataset
-
     labels = data.labels()
     train_set = CXRDataset(pixels, labels, train_idx, transform=train_transform(norm, config.augment), classes=classes,
                            region=config.region, lung_regions=regions)  # fmt: skip
@@ -518,7 +533,9 @@ def train(
     class_weight = None
     if config.class_weighting:
         counts = np.bincount(labels[train_idx], minlength=len(classes)).astype(np.float64)
-        class_weight = torch.tensor(counts.sum() / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32, device=dev)
+        class_weight = torch.tensor(
+            counts.sum() / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32, device=dev
+        )
     criterion = nn.CrossEntropyLoss(weight=class_weight, label_smoothing=config.label_smoothing)
     use_amp = dev.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -548,7 +565,9 @@ def train(
         say(f"resuming {run_dir} at epoch {start_epoch + 1}/{config.epochs}")
 
     if world > 1:
-        ddp_model: nn.Module = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        ddp_model: nn.Module = nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None
+        )
     else:
         ddp_model = model
 
@@ -574,7 +593,9 @@ def train(
     for epoch in epochs_bar:
         if budget_s is not None and epoch_times and time.monotonic() - started + max(epoch_times) > budget_s:
             stopped = "time-budget"
-            say(f"stopping before epoch {epoch + 1}: the next epoch would pass the {config.max_minutes:g}-minute budget")
+            say(
+                f"stopping before epoch {epoch + 1}: the next epoch would pass the {config.max_minutes:g}-minute budget"
+            )
             break
         t0 = time.monotonic()
         _seed_epoch(config.seed, epoch)  # the augmentations' randomness
@@ -636,7 +657,11 @@ def train(
                 "best_auc": best_auc, "best_epoch": best_epoch, "best_metrics": best_metrics, "history": history,
             }  # fmt: skip
             if improved:  # best.pt is for predicting: weights and metadata, no optimizer state
-                slim = {k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "scaler", "rng", "history", "ema")}
+                slim = {
+                    k: v
+                    for k, v in ckpt.items()
+                    if k not in ("optimizer", "scheduler", "scaler", "rng", "history", "ema")
+                }
                 _atomic_save({**slim, "model": evaluated.state_dict(), "metrics": best_metrics}, run_dir / "best.pt")
             _atomic_save(ckpt, run_dir / "last.pt")
             _write_json(run_dir / "history.json", history)
@@ -809,7 +834,7 @@ def describe_learning_curves(history: list[dict[str, Any]], best_epoch: int, pea
     n = len(history)
     if n < 2:
         return f"One epoch only ({n} in the history): the curves cannot say whether more epochs would help."
-    late = history[-min(n, max(3, n // 4)):]
+    late = history[-min(n, max(3, n // 4)) :]
     valid_change = late[-1]["valid_loss"] - late[0]["valid_loss"]
     train_change = late[-1]["train_loss"] - late[0]["train_loss"]
     end = history[-1]["lr"]
@@ -847,8 +872,6 @@ def ensure_run(
     chapter that needs a model trains it, later ones (and re-runs) load it. A run is
     reused only when its configuration and data folder match and it finished.
     """
-    from .config import resolve_data_dir
-
     root = str(resolve_data_dir(data_dir))
     run_dir = runs_dir() / name
     done = run_dir / "done.json"

@@ -37,7 +37,12 @@ import numpy as np
 
 from .config import CXRError
 from .data import CHEST_BOX, SPLITS, CXRData, central_chest_box
-from .stats import exact_interval
+from .evaluate import bootstrap_ci, cached_predictions, class_metrics, model_input, predict_images
+from .explain import cam_inside_fraction, compute_cams, lung_masks_for, lung_region
+from .metrics import macro_auc
+from .models import build_model
+from .stats import describe_paired, exact_interval, mcnemar
+from .train import describe_outcome, ensure_run, load_model
 from .transforms import REGION_LABELS, REGIONS, apply_region
 
 if TYPE_CHECKING:
@@ -125,8 +130,6 @@ def describe_recipe(config: TrainConfig) -> str:
 def count_weights(arch: str) -> int:
     """The number of weights of architecture ``arch`` (:func:`cxrlib.models.build_model`,
     four classes), e.g. for a model card to glue."""
-    from .models import build_model
-
     model, _ = build_model(arch, pretrained="no")
     return sum(p.numel() for p in model.parameters())
 
@@ -145,8 +148,6 @@ def region_runs(
 ) -> dict[str, Path]:
     """Train (or reuse) ``config`` once per region, as runs ``<name>-<region>`` under
     :func:`cxrlib.config.runs_dir` (see :func:`cxrlib.train.ensure_run`)."""
-    from .train import ensure_run
-
     out = {}
     for region in regions:
         if region not in REGIONS:
@@ -173,9 +174,6 @@ def region_table(
     be comparable.
     """
     import pandas as pd
-
-    from .evaluate import bootstrap_ci, cached_predictions, class_metrics, macro_auc
-    from .stats import exact_interval
 
     rows: list[dict[str, Any]] = []
     reference: tuple[str, list[str]] | None = None
@@ -217,8 +215,11 @@ def read_region_table(table: Any, chance: float) -> list[str]:
         if region != "hide-lungs":
             continue
         sens = rows[rows["measure"].str.startswith("sensitivity ")]
-        kept = [f"{m.removeprefix('sensitivity ')} {e:.2f} [{lo:.2f}, {hi:.2f}]"
-                for m, e, lo, hi in zip(sens["measure"], sens["estimate"], sens["low"], sens["high"]) if lo > chance]
+        kept = [
+            f"{m.removeprefix('sensitivity ')} {e:.2f} [{lo:.2f}, {hi:.2f}]"
+            for m, e, lo, hi in zip(sens["measure"], sens["estimate"], sens["low"], sens["high"])
+            if lo > chance
+        ]
         lost = [m.removeprefix("sensitivity ") for m, lo in zip(sens["measure"], sens["low"]) if lo <= chance]
         out.append("With the lungs hidden, still recognised above chance: " + (", ".join(kept) or "no class")
                    + "; not clearly above chance: " + (", ".join(lost) or "no class") + ".")  # fmt: skip
@@ -237,9 +238,6 @@ def region_pairs(runs: Mapping[str, str | os.PathLike[str]], data_dir: str | os.
     images, with McNemar's exact test (:func:`cxrlib.stats.mcnemar`): one row per region,
     with the images only one of the two got right, the p-value and a sentence."""
     import pandas as pd
-
-    from .evaluate import cached_predictions
-    from .stats import describe_paired, mcnemar
 
     if "full" not in runs:
         raise CXRError("region_pairs needs the full-image run (key 'full')")
@@ -318,8 +316,6 @@ def _with_interval(estimate: float, low: float, high: float, digits: int) -> str
 def describe_region_runs(runs: Mapping[str, str | os.PathLike[str]]) -> list[str]:
     """How each trained region variant ended and how long it trained
     (:func:`cxrlib.train.describe_outcome`), one sentence per run but the full image."""
-    from .train import describe_outcome
-
     return [f"{REGION_LABELS[region]}: {describe_outcome(run)}" for region, run in runs.items() if region != "full"]
 
 
@@ -379,8 +375,6 @@ class CamInside:
 def lung_regions_for(root: str | os.PathLike[str], paths: Sequence[str], size: int) -> tuple[np.ndarray, str]:
     """The lung region of each image ``(n, size, size)``: its mask (``<Class>/masks/``)
     when every image has one, else the central-chest box; and which of the two it is."""
-    from .explain import lung_masks_for, lung_region
-
     masks = lung_masks_for(root, paths, size)
     return lung_region(masks, len(paths), size), "masks" if masks is not None else "chest box"
 
@@ -396,10 +390,6 @@ def cam_inside(
 ) -> CamInside:
     """CAMs of every image of ``split`` (for the predicted or the true class) and the share
     of each map's energy inside the lung region."""
-    from .evaluate import cached_predictions, model_input
-    from .explain import cam_inside_fraction, compute_cams
-    from .train import load_model
-
     if target not in ("predicted", "true"):
         raise CXRError(f"target must be predicted or true, not {target!r}")
     pred = cached_predictions(run, data_dir, split=split)
@@ -623,8 +613,10 @@ def describe_background_shortcut(rule: BackgroundRule | None, table: Any = None)
     out = (f"The one-number rule (the share of black pixels outside the central-chest box) {verdict} {rule.target} "
            f"from the other classes (test AUC {rule.test_auc:.3f})")  # fmt: skip
     if table is not None and (table["region"] == "hide-lungs").any():
-        out += (", and the model trained with the lungs hidden recognises "
-                f"{format_measure(table, 'hide-lungs', f'sensitivity {rule.target}')} of the {rule.target} test images")
+        out += (
+            ", and the model trained with the lungs hidden recognises "
+            f"{format_measure(table, 'hide-lungs', f'sensitivity {rule.target}')} of the {rule.target} test images"
+        )
     return out + "."
 
 
@@ -635,9 +627,6 @@ def blackout_shift(run: str | os.PathLike[str], data_dir: str | os.PathLike[str]
     region is (``hide-lungs``): a table of true class x predicted class shares, before
     and after."""
     import pandas as pd
-
-    from .evaluate import cached_predictions, predict_images
-    from .train import load_model
 
     if region == "full" or region not in REGIONS:
         raise CXRError(f"region must be hide-lungs or lungs-only, not {region!r}")

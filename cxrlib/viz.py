@@ -10,6 +10,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .config import CLASS_NAMES
+from .evaluate import roc_curves
+from .explain import overlay
+from .imaging import read_gray
+from .transforms import REGION_LABELS, REGIONS, apply_region
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -104,8 +108,6 @@ def plot_duplicate_groups(data: CXRData, *, max_groups: int = 4) -> Figure | Non
     Images are read from their files (not the pixel cache), so this is cheap on a large
     dataset. Returns ``None`` when there is no group.
     """
-    from .imaging import read_gray
-
     groups = data.split.groups[:max_groups]
     if not groups:
         return None
@@ -262,8 +264,6 @@ def plot_reliability(curves: dict[str, dict[str, Any]], *, ax: Any = None) -> Fi
 def plot_operating_point(pred: Any, op: dict[str, Any], *, ax: Any = None) -> Figure:
     """The COVID-vs-rest ROC curve on test, with the threshold chosen on validation
     (:func:`cxrlib.evaluate.operating_point`) and the plain arg-max rule marked."""
-    from .evaluate import roc_curves
-
     fpr, tpr, _ = roc_curves(pred)["COVID"]
     fig, ax = _figure(ax, figsize=(5, 4.6))
     ax.plot(fpr, tpr, color=CLASS_COLORS["COVID"], linewidth=2, label="COVID against the rest (test)")
@@ -280,8 +280,6 @@ def plot_cam_grid(images: Any, cams: Any, titles: Sequence[str], *, cols: int = 
                   size: float = 2.3) -> Figure:  # fmt: skip
     """CAM overlays in a grid, one title per image; an image given as ``None`` leaves its
     cell blank (to keep one row per class)."""
-    from .explain import overlay
-
     rows = max(1, int(np.ceil(len(titles) / cols)))
     fig, axes = plt.subplots(rows, cols, figsize=(size * cols, (size + 0.35) * rows), squeeze=False)
     for ax in axes.flat:
@@ -298,8 +296,6 @@ def plot_cam_grid(images: Any, cams: Any, titles: Sequence[str], *, cols: int = 
 def plot_gradcam_steps(image: Any, manual: dict[str, Any], library: Any) -> Figure:
     """Grad-CAM step by step (from :func:`cxrlib.explain.manual_gradcam`) next to the
     library's map for the same image and class."""
-    from .explain import overlay
-
     fig, axes = plt.subplots(1, 5, figsize=(13, 2.9))
     axes[0].imshow(np.asarray(image).squeeze(), cmap="gray")
     axes[0].set_title("X-ray", fontsize=9)
@@ -322,8 +318,6 @@ def plot_gradcam_steps(image: Any, manual: dict[str, Any], library: Any) -> Figu
 def plot_sanity(images: Any, trained: Any, randomized: Any, spearman: Any, *, cols: int = 6) -> Figure:
     """CAMs of the trained model (top row) and of the model with randomized top layers
     (bottom row), with the Spearman similarity of each pair."""
-    from .explain import overlay
-
     n = min(cols, len(images))
     fig, axes = plt.subplots(2, n, figsize=(2.1 * n, 4.6), squeeze=False)
     for k in range(n):
@@ -365,8 +359,6 @@ def plot_region_examples(images: Any, regions: Any, titles: Sequence[str]) -> Fi
     ``images``: ``uint8`` ``(n, H, W)``; ``regions``: boolean lung regions, one per image
     or one for all; ``titles``: one per row.
     """
-    from .transforms import REGION_LABELS, REGIONS, apply_region
-
     images = np.asarray(images)
     regions = np.broadcast_to(np.asarray(regions, dtype=bool), images.shape)
     fig, axes = plt.subplots(len(images), len(REGIONS), figsize=(2.3 * len(REGIONS), 2.3 * len(images)), squeeze=False)
@@ -382,8 +374,6 @@ def plot_region_examples(images: Any, regions: Any, titles: Sequence[str]) -> Fi
 def plot_region_comparison(table: Any, *, ax: Any = None) -> Figure:
     """Estimates with 95 % intervals per measure (rows) and region (colours): the table
     of :func:`cxrlib.trust.region_table`."""
-    from .transforms import REGION_LABELS
-
     measures = list(dict.fromkeys(table["measure"]))
     regions = list(dict.fromkeys(table["region"]))
     colors = {"full": "#444444", "hide-lungs": "#d62728", "lungs-only": "#1f77b4"}

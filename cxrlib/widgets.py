@@ -33,13 +33,13 @@ reports its median and 95th percentile.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
-from contextlib import contextmanager
 import html
 import io
 import json
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,7 +54,6 @@ from .train import LoadedModel, load_model
 from .viz import CLASS_COLORS
 
 if TYPE_CHECKING:
-    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 
@@ -312,8 +311,13 @@ class Explorer:
             name = os.path.basename(p.paths[index])
             titles = (name if len(name) <= 30 else name[:27] + "...", f"{method} map of {guess}",
                       f"true {true}: {'right' if true == guess else 'wrong'} ({p.confidence[index]:.0%})")  # fmt: skip
-            artists.update(p.images[index], self.cam(index, method), p.probs[index], int(p.labels[index]),  # type: ignore[index]
-                           titles)
+            artists.update(
+                p.images[index],
+                self.cam(index, method),
+                p.probs[index],
+                int(p.labels[index]),  # type: ignore[index]
+                titles,
+            )
         fig.tight_layout()
         return fig
 
@@ -391,7 +395,9 @@ class Explorer:
         """The interactive explorer (ipywidgets). Its controls are in :attr:`controls`."""
         import ipywidgets as w
 
-        classes = [self.pred.classes[c] for c in sorted(set(self.pred.present) | set(np.unique(self.pred.predicted).tolist()))]
+        classes = [
+            self.pred.classes[c] for c in sorted(set(self.pred.present) | set(np.unique(self.pred.predicted).tolist()))
+        ]
         c = self.controls
         label = {"description_width": "initial"}  # labels in full, not cut to the default 90 px
         c["true"] = w.Dropdown(options=[("any", None)] + [(k, k) for k in classes], value=None, description="true class",

@@ -173,7 +173,13 @@ def drive_explorer(browser: Browser, shots: Path) -> tuple[list[str], list[str]]
     def capture(name: str) -> tuple[bytes, dict]:
         box = json.loads(browser.evaluate(EXPLORER_BOX))
         browser.pump(0.3)  # let the swapped images decode and the layout settle
-        clip = {"x": box["x"], "y": box["y"], "width": max(box["width"], 1), "height": max(box["height"], 1), "scale": 1}
+        clip = {
+            "x": box["x"],
+            "y": box["y"],
+            "width": max(box["width"], 1),
+            "height": max(box["height"], 1),
+            "scale": 1,
+        }
         data = base64.b64decode(browser.send("Page.captureScreenshot", format="png", clip=clip)["data"])
         (shots / f"{name}.png").write_bytes(data)
         return data, box
@@ -296,8 +302,9 @@ class Browser:
                 if time.time() > deadline:
                     raise RuntimeError("Chromium has no page to drive")
                 time.sleep(0.1)
-        self.ws = websocket.create_connection(targets[0]["webSocketDebuggerUrl"], timeout=timeout,
-                                              suppress_origin=True, enable_multithread=False)
+        self.ws = websocket.create_connection(
+            targets[0]["webSocketDebuggerUrl"], timeout=timeout, suppress_origin=True, enable_multithread=False
+        )
         self.next_id = 0
         self.events: list[dict] = []
         self.origin = ""  # requests to other origins are blocked
@@ -462,8 +469,11 @@ def main(argv: list[str] | None = None) -> int:
         print("browser check: no Chromium found (install Debian's `chromium`, or pass --chromium)", file=sys.stderr)
         return 2
     if args.all_pages:
-        pages = sorted(p.relative_to(html).with_suffix("").as_posix() for p in html.rglob("*.html")
-                       if p.name not in ("genindex.html", "search.html") and "_static" not in p.parts)
+        pages = sorted(
+            p.relative_to(html).with_suffix("").as_posix()
+            for p in html.rglob("*.html")
+            if p.name not in ("genindex.html", "search.html") and "_static" not in p.parts
+        )
     else:
         pages = toc_pages(args.toc)
 
@@ -480,7 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         browser.send("Page.enable")
         browser.send("Runtime.enable")
-        browser.send("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False)
+        browser.send(
+            "Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False
+        )
         browser.send("Fetch.enable", patterns=[{"urlPattern": "*"}])
         for page in pages:
             if not (html / f"{page}.html").exists():

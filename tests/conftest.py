@@ -205,13 +205,13 @@ class SynthDataset:
         return rel
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pattern_png(seed: int, size: int) -> bytes:
     """PNG bytes of :func:`pattern` (memoized: many tests write the same images)."""
     return png_bytes(pattern(seed, size))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _mask_png(seed: int) -> bytes:
     return png_bytes(mask_pattern(seed))
 

@@ -29,7 +29,8 @@ JUPYTER_BOOK = Path(sys.executable).parent / "jupyter-book"
 WIDGETS_JS = ROOT / "build" / "widgets-js" / "jupyter-widgets"
 
 needs_widgets_js = pytest.mark.skipif(
-    not (WIDGETS_JS / "embed-amd.js").exists(), reason="run `make widgets-js` first (make test does)")
+    not (WIDGETS_JS / "embed-amd.js").exists(), reason="run `make widgets-js` first (make test does)"
+)
 
 
 def make_book(folder: Path, cells: list[str]) -> Path:
@@ -43,9 +44,11 @@ def make_book(folder: Path, cells: list[str]) -> Path:
     if WIDGETS_JS.exists():
         (folder / "build" / "widgets-js").symlink_to(WIDGETS_JS.parent)
     (folder / "book" / "intro.md").write_text(
-        "# A tiny book\n\nA formula, $p(y \\mid x)$, and its one chapter:\n\n```{tableofcontents}\n```\n")
+        "# A tiny book\n\nA formula, $p(y \\mid x)$, and its one chapter:\n\n```{tableofcontents}\n```\n"
+    )
     (folder / "book" / "_toc.yml").write_text(
-        "format: jb-book\nroot: book/intro\nchapters:\n  - file: chapters/01_tiny\n")
+        "format: jb-book\nroot: book/intro\nchapters:\n  - file: chapters/01_tiny\n"
+    )
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
     nb.cells = [nbformat.v4.new_markdown_cell("# 1. A tiny chapter")] + [nbformat.v4.new_code_cell(c) for c in cells]
@@ -79,10 +82,13 @@ def test_a_cell_error_fails_the_strict_build(tmp_path: Path) -> None:
 
 @needs_widgets_js
 def test_widgets_are_embedded_and_served_locally(tmp_path: Path) -> None:
-    book = make_book(tmp_path / "book", [
-        "import ipywidgets as widgets\nslider = widgets.IntSlider(value=7, min=0, max=10, description='seven')\nslider",
-        "print('done')",
-    ])
+    book = make_book(
+        tmp_path / "book",
+        [
+            "import ipywidgets as widgets\nslider = widgets.IntSlider(value=7, min=0, max=10, description='seven')\nslider",
+            "print('done')",
+        ],
+    )
     result = build(book)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     html = (book / "_build" / "html" / "chapters" / "01_tiny.html").read_text()

@@ -32,7 +32,8 @@ def test_check_shift_table_names_each_problem() -> None:
                                "columns missing: Normal",
                                "each row should sum to 1 (shares of the images of one true class)"]  # fmt: skip
     assert check_shift_table("a table", CLASSES).problems == [
-        "expected the table of trust.blackout_shift (rows: before/after x true class)"]
+        "expected the table of trust.blackout_shift (rows: before/after x true class)"
+    ]
 
 
 def test_check_shift_table_says_not_written_for_a_stub() -> None:

@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import CANONICAL, WRAPPER, build_dataset, build_dup_dataset, plant_bad_files
 
 from cxrlib import config
 from cxrlib.cli import main
 from cxrlib.data import CXRData, read_split_csv
+
+from conftest import CANONICAL, WRAPPER, build_dataset, build_dup_dataset, plant_bad_files
 
 JSON_KEYS = {"root", "classes", "counts", "skipped", "split", "near_duplicate_groups", "masks"}
 

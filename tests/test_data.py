@@ -16,20 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import (
-    CANONICAL,
-    IMG_SIZE,
-    KILLED_BUILD_SIZE,
-    OLD_DIRNAMES,
-    WRAPPER,
-    build_dataset,
-    jpeg_bytes,
-    kagglehub_dataset_dir,
-    pattern,
-    plant_bad_files,
-    plant_ignored_files,
-    save,
-)
 from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -54,6 +40,21 @@ from cxrlib.data import (
     write_split_csv,
 )
 from cxrlib.imaging import read_gray, resize_gray
+
+from conftest import (
+    CANONICAL,
+    IMG_SIZE,
+    KILLED_BUILD_SIZE,
+    OLD_DIRNAMES,
+    WRAPPER,
+    build_dataset,
+    jpeg_bytes,
+    kagglehub_dataset_dir,
+    pattern,
+    plant_bad_files,
+    plant_ignored_files,
+    save,
+)
 
 
 def fake_records(counts: dict[str, int], prefix: str = "") -> list[ImageRecord]:
@@ -211,7 +212,12 @@ def test_scan_current_layout(current_ds) -> None:
         ("flat", None, WRAPPER, {"COVID": 4, "Lung_Opacity": 5, "Normal": 6, "Viral Pneumonia": 3}),
         (
             "flat",
-            {"COVID": "covid", "Lung_Opacity": "Lung Opacity", "Normal": "normal", "Viral Pneumonia": "Viral_Pneumonia"},
+            {
+                "COVID": "covid",
+                "Lung_Opacity": "Lung Opacity",
+                "Normal": "normal",
+                "Viral Pneumonia": "Viral_Pneumonia",
+            },
             None,
             {"COVID": 4, "Lung_Opacity": 5, "Normal": 6, "Viral Pneumonia": 3},
         ),
@@ -298,7 +304,7 @@ def _plant_odd_good_files(folder: Path) -> dict[str, tuple[str, str]]:
     rgba = np.dstack([px, px, px, np.full_like(px, 128)])
     pal = Image.fromarray((px // 16).astype(np.uint8), "P")
     pal.putpalette([v for i in range(16) for v in (i * 17,) * 3])
-    save(folder / "odd-gray16.png", Image.fromarray((pattern(31338).astype(np.uint16) * 16)))
+    save(folder / "odd-gray16.png", Image.fromarray(pattern(31338).astype(np.uint16) * 16))
     save(folder / "odd-rgb.png", Image.fromarray(pattern(31339)).convert("RGB"))
     save(folder / "odd-rgba.png", Image.fromarray(rgba, "RGBA"))
     save(folder / "odd-palette.png", pal)
@@ -1328,6 +1334,7 @@ def test_a_scan_compares_its_balance_with_the_database() -> None:
         "the whole database Normal 10,192 and Viral Pneumonia 1,345 images, 7.6 to 1")  # fmt: skip
     three = _fake_scan({"COVID": 30, "Lung_Opacity": 10, "Normal": 20})
     assert three.describe_balance().endswith(
-        "the whole database (the same classes) Normal 10,192 and COVID 3,616 images, 2.8 to 1")
+        "the whole database (the same classes) Normal 10,192 and COVID 3,616 images, 2.8 to 1"
+    )
     assert _fake_scan({"Normal": 5}).describe_balance() == "this folder holds one class only: Normal 5 images"
     assert _fake_scan({}).describe_balance() == "this folder holds no readable image"

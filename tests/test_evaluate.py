@@ -99,7 +99,10 @@ def test_metrics_on_a_fixed_matrix() -> None:
         assert pc[name]["auc"] == pytest.approx(roc_auc_score(LABELS == k, PROBS[:, k]))
     assert m["macro_auc"] == pytest.approx(np.mean([pc[c]["auc"] for c in pc]))
     # the class predicted but absent from the data keeps its column (and an empty row)
-    assert m["confusion_matrix"] == {"labels": CLASSES, "matrix": [[2, 1, 0, 0], [0, 1, 0, 1], [1, 0, 2, 0], [0, 0, 0, 0]]}
+    assert m["confusion_matrix"] == {
+        "labels": CLASSES,
+        "matrix": [[2, 1, 0, 0], [0, 1, 0, 1], [1, 0, 2, 0], [0, 0, 0, 0]],
+    }
     assert m["ece"] == pytest.approx(0.34375)
     _check_intervals(m)
 
@@ -185,7 +188,9 @@ def test_proportions_get_exact_intervals_and_the_auc_a_bootstrap() -> None:
 def test_confusions_calibration_and_threshold_are_read_in_sentences() -> None:
     m = ev.compute_metrics(_pred(), n_resamples=50)
     assert ev.top_confusions(m, 2) == [("COVID", "Lung_Opacity", 1), ("Lung_Opacity", "Viral Pneumonia", 1)]
-    assert ev.describe_confusions(m).startswith("3 of 8 test images are misclassified; the most frequent errors: 1 COVID")
+    assert ev.describe_confusions(m).startswith(
+        "3 of 8 test images are misclassified; the most frequent errors: 1 COVID"
+    )
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(4), 50)
     logits = rng.normal(size=(200, 4)) + 1.5 * np.eye(4)[labels]
@@ -224,7 +229,7 @@ def test_operating_point_table_holds_numbers() -> None:
     table = ev.operating_point_table(_op(0.95, [0.887, 0.984]))
     assert list(table.columns) == ["sensitivity", "specificity", "precision", "flagged"]
     assert list(table.index) == ["arg-max rule, test", "p(COVID) >= 0.200, validation", "p(COVID) >= 0.200, test"]
-    assert (table.dtypes == float).all() and table.loc["p(COVID) >= 0.200, test", "precision"] == 0.769
+    assert (table.dtypes == float).all() and table.loc["p(COVID) >= 0.200, test", "precision"] == 0.769  # noqa: E721 (pandas dtypes, not types)
 
 
 def test_threshold_choice_sentence_reads_the_optimism() -> None:
@@ -375,9 +380,13 @@ def test_cli_evaluate_json(run: tuple[Path, Path], capsys: pytest.CaptureFixture
     _check_intervals(m)
 
 
-def test_validation_split_reproduces_training_metrics(run: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_validation_split_reproduces_training_metrics(
+    run: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     run_dir, data = run
-    assert main(["evaluate", str(run_dir), "--data", str(data), "--split", "valid", "--json", "--resamples", "100"]) == 0
+    assert (
+        main(["evaluate", str(run_dir), "--data", str(data), "--split", "valid", "--json", "--resamples", "100"]) == 0
+    )
     m = json.loads(capsys.readouterr().out)
     best = torch.load(run_dir / "best.pt", weights_only=True)["metrics"]
     assert m["accuracy"] == pytest.approx(best["valid_accuracy"])
@@ -391,7 +400,9 @@ def test_default_data_is_the_runs_own(run: tuple[Path, Path]) -> None:
     assert not pred.notes
 
 
-def test_folder_with_three_of_four_classes(run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_folder_with_three_of_four_classes(
+    run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run_dir, _ = run
     three = build_dataset(tmp_path / "three", {"COVID": 4, "Normal": 5, "Viral Pneumonia": 3}, size=50, seed=7).path
     assert main(["evaluate", str(run_dir), "--data", str(three), "--split", "all", "--json"]) == 0

@@ -3,7 +3,6 @@ share, and the randomization sanity check."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
@@ -166,7 +165,9 @@ def test_gradcam_hirescam_and_cam_are_one_map_at_layer4_and_part_at_layer3(model
         model(images)
         hook.remove()
         cam = torch.einsum("nkhw,nk->nhw", feats["A"], model.fc.weight[targets]).clamp_min(0)
-    up = torch.nn.functional.interpolate(cam[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    up = torch.nn.functional.interpolate(cam[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)[
+        :, 0
+    ]
     lo = up.amin(dim=(1, 2), keepdim=True)
     up = ((up - lo) / (up.amax(dim=(1, 2), keepdim=True) - lo + 1e-7)).numpy()
     gradcam = explain.compute_cams(model, images, targets, "gradcam")
@@ -181,8 +182,10 @@ def test_gradcam_hirescam_and_cam_are_one_map_at_layer4_and_part_at_layer3(model
 
 def test_cascade_is_read_along_its_whole_path() -> None:
     dip = explain.read_cascade({"fc": 0.24, "layer4": 0.10, "layer3": 0.15, "layer2": 0.28})
-    assert dip == ("Mean absolute Spearman similarity 0.24 with fc randomized; it fell to 0.10 with everything down "
-                   "to layer4 randomized (its lowest), then rose to 0.28 with everything down to layer2 randomized.")
+    assert dip == (
+        "Mean absolute Spearman similarity 0.24 with fc randomized; it fell to 0.10 with everything down "
+        "to layer4 randomized (its lowest), then rose to 0.28 with everything down to layer2 randomized."
+    )
     falling = explain.read_cascade({"fc": 0.50, "layer4": 0.40, "layer3": 0.30})
     assert falling.endswith("; it fell to 0.30 with everything down to layer3 randomized.")
     assert "lowest" not in falling and "rose" not in falling

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import jpeg_bytes, pattern, plant_bad_files, png_bytes, save
 from PIL import Image
 
 from cxrlib import imaging
@@ -21,6 +20,8 @@ from cxrlib.imaging import (
     read_gray,
     resize_gray,
 )
+
+from conftest import jpeg_bytes, pattern, plant_bad_files, png_bytes, save
 
 
 def _assert_canonical(pixels: np.ndarray, shape: tuple[int, int]) -> None:

@@ -10,7 +10,6 @@ import pytest
 import torch
 import torchvision
 from torchvision import tv_tensors
-from torchvision.transforms import v2
 
 from cxrlib import models
 from cxrlib.checks import check_augmentation
@@ -41,7 +40,9 @@ def test_defaults_do_not_flip() -> None:
     assert AugmentConfig().hflip is False
     names = [type(t).__name__ for t in train_transform(NORM).transforms]
     assert "RandomHorizontalFlip" not in names and "RandomVerticalFlip" not in names
-    assert "RandomHorizontalFlip" in [type(t).__name__ for t in train_transform(NORM, AugmentConfig(hflip=True)).transforms]
+    assert "RandomHorizontalFlip" in [
+        type(t).__name__ for t in train_transform(NORM, AugmentConfig(hflip=True)).transforms
+    ]
 
 
 def test_train_and_eval_pipelines() -> None:
@@ -139,4 +140,5 @@ def test_bench_reports_the_three_numbers(tmp_path: Path) -> None:
     result = bench_training(data, img_size=32, batch_size=4, steps=2, rounds=1)
     assert result["train_images_per_s_loader"] > 0 and result["train_images_per_s_model"] > 0
     assert result["loader_ratio"] == pytest.approx(
-        result["train_images_per_s_loader"] / result["train_images_per_s_model"], rel=0.01)
+        result["train_images_per_s_loader"] / result["train_images_per_s_model"], rel=0.01
+    )

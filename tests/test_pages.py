@@ -66,7 +66,9 @@ def test_every_pasted_number_is_glued_by_its_chapter() -> None:
     assert len(pasted) >= 10
     for doc, key in pasted:
         notebook = (ROOT / "book" / doc).resolve()
-        code = "".join("".join(c["source"]) for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code")
+        code = "".join(
+            "".join(c["source"]) for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"
+        )
         per_class = key.startswith(("sens_", "spec_")) and f'pages.glue(f"{key[:4]}_{{key}}"' in code
         assert per_class or f'pages.glue("{key}"' in code, f"{doc} never glues {key!r}"
 
@@ -174,7 +176,8 @@ def test_near_duplicates_are_read_for_the_folder(tmp_path: Path) -> None:
     near_copy(dups.ds.dirs["Normal"] / "mixed-b.png", base, "noise", seed=1)
     data = CXRData.load(dups.ds.path, valid_size=8, test_size=8, progress=False)
     assert "1 mixes classes (one film, or two nearly identical ones, under two labels)" in (
-        pages.describe_near_duplicates(data, seeds=range(5)))
+        pages.describe_near_duplicates(data, seeds=range(5))
+    )
     plain = CXRData.load(build_dataset(tmp_path / "plain", dict.fromkeys(CANONICAL, 10)).path, valid_size=8,
                          test_size=8, progress=False)  # fmt: skip
     assert pages.describe_near_duplicates(plain).startswith("No near-duplicates among this folder's 40 images")

@@ -77,8 +77,9 @@ def test_a_change_on_top_of_the_preset_is_compared_with_the_preset() -> None:
 def test_the_shipped_table_measures_the_cpu_preset_on_validation() -> None:
     runs = load_recipe_runs()
     assert len(runs) >= 2 and set(HONEST_CLASSES) == {"COVID", "Normal", "Viral Pneumonia"}
-    assert (runs.command.str.startswith("python tools/recipe_runs.py --variant")
-            | runs.command.str.startswith("cxr train")).all()
+    assert (
+        runs.command.str.startswith("python tools/recipe_runs.py --variant") | runs.command.str.startswith("cxr train")
+    ).all()
     assert runs.commit.notna().all() and (runs.stopped == "completed").all()
     assert (runs.valid_correct.str.len() == runs.valid_n).all()
     for _, run in runs.iterrows():  # the stored counts agree with the stored accuracy

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import CANONICAL, build_dataset
 
 from cxrlib.exercises import NotWritten, not_written
+
+from conftest import CANONICAL, build_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
@@ -95,11 +96,15 @@ def test_markdown_and_names() -> None:
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell("import numpy as np\nbase = 1"),
-        nbformat.v4.new_markdown_cell(":::{exercise}\n:label: ex-a\nDo it.\n:::\n\n::::{solution} ex-a\n:class: dropdown\n"
-                                      "Text.\n\n```python\nsecret = 1\n```\n\n:::{note}\ninner\n:::\n::::\nafter"),
+        nbformat.v4.new_markdown_cell(
+            ":::{exercise}\n:label: ex-a\nDo it.\n:::\n\n::::{solution} ex-a\n:class: dropdown\n"
+            "Text.\n\n```python\nsecret = 1\n```\n\n:::{note}\ninner\n:::\n::::\nafter"
+        ),
         nbformat.v4.new_markdown_cell(":::{solution-start} ex-a\n:class: dropdown\n:::"),
-        nbformat.v4.new_code_cell("import math\nfrom os import path as p\nresult, (other, *rest) = 1, (2, 3)\n"
-                                  "def helper():\n    hidden = 1\nbase = 2\nfor k in range(2):\n    loopvar = k"),
+        nbformat.v4.new_code_cell(
+            "import math\nfrom os import path as p\nresult, (other, *rest) = 1, (2, 3)\n"
+            "def helper():\n    hidden = 1\nbase = 2\nfor k in range(2):\n    loopvar = k"
+        ),
         nbformat.v4.new_markdown_cell("Explanation of the answer.\n\n:::{solution-end}\n:::\nKept text."),
         nbformat.v4.new_code_cell("print(result, helper(), base, loopvar, math.pi, np.pi)"),
     ]

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -285,7 +283,8 @@ def test_schedule_does_not_depend_on_the_size_of_the_data(tmp_path: Path) -> Non
     outcome = run_outcome(tmp_path / "large" / "run")
     assert outcome["stopped"] == "completed" and outcome["schedule_completed"] is True
     assert describe_outcome(tmp_path / "large" / "run").startswith(
-        "The schedule completed: 2 of 2 epochs, 48 images (24 class-balanced draws per epoch)")
+        "The schedule completed: 2 of 2 epochs, 48 images (24 class-balanced draws per epoch)"
+    )
 
 
 def test_time_cap_is_recorded_in_config_and_history(tiny_data: Path, tmp_path: Path) -> None:
@@ -412,9 +411,11 @@ def _history(train_loss: list[float], valid_loss: list[float], peak: float = 2e-
 def test_learning_curves_are_read_for_a_longer_schedule_or_overfitting() -> None:
     falling = _history([1.0 - 0.05 * e for e in range(12)], [0.9 - 0.04 * e for e in range(12)])
     sentence = describe_learning_curves(falling, best_epoch=11, peak_lr=2e-3)
-    assert sentence.startswith("Best epoch 12 of 12 (by validation macro AUC). Over the last 3 epochs the "
-                               "training loss changed by -0.100 and the validation loss by -0.080; the learning "
-                               "rate ended at 0, from the schedule's peak of 0.002.")
+    assert sentence.startswith(
+        "Best epoch 12 of 12 (by validation macro AUC). Over the last 3 epochs the "
+        "training loss changed by -0.100 and the validation loss by -0.080; the learning "
+        "rate ended at 0, from the schedule's peak of 0.002."
+    )
     assert "still falling when the schedule ended, with the best epoch at the end" in sentence
     assert "a longer schedule (more epochs, annealed over all of them) would likely help" in sentence
     assert "epochs added after this one would train at a learning rate near zero" in sentence
@@ -436,8 +437,11 @@ def test_learning_curves_are_read_for_a_longer_schedule_or_overfitting() -> None
 
 def _finished_run(folder: Path, offsets: dict[str, float] | None) -> Path:
     folder.mkdir()
-    saved: dict[str, object] = {"train": {"balanced": True, "max_minutes": None, "patience": None},
-                                "schedule": {"epochs": 2, "epoch_images": 8}, "outcome": {"stopped": "completed"}}
+    saved: dict[str, object] = {
+        "train": {"balanced": True, "max_minutes": None, "patience": None},
+        "schedule": {"epochs": 2, "epoch_images": 8},
+        "outcome": {"stopped": "completed"},
+    }
     if offsets is not None:
         saved["class_offsets"] = {"offsets": offsets, "valid_accuracy_before": 0.9, "valid_accuracy_after": 0.92}
     (folder / "config.json").write_text(json.dumps(saved))
@@ -455,5 +459,6 @@ def test_outcome_reads_the_lean_from_the_class_offsets(tmp_path: Path) -> None:
                              "offsets move close calls away from it.")  # fmt: skip
     level = dict.fromkeys(leaning, 0.0) | {"COVID": 0.05, "Normal": -0.05}
     assert describe_outcome(_finished_run(tmp_path / "level", level)).endswith(
-        "No offset is below -0.1: the network hardly leaned towards any class.")
+        "No offset is below -0.1: the network hardly leaned towards any class."
+    )
     assert "offset" not in describe_outcome(_finished_run(tmp_path / "none", None))

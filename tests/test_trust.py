@@ -410,12 +410,14 @@ def test_inside_reading_counts_maps_below_uniform_and_meets_the_blackout() -> No
                        "strongest, not that nothing outside mattered."]  # fmt: skip
     kept = _shift(np.eye(2).tolist(), [[1.0, 0.0], [0.3, 0.7]], classes)
     assert trust.read_inside_vs_blackout(cams, by_class, kept)[0].startswith(
-        "Every class whose maps lie inside the central-chest box (Normal) keeps more than 50%")
+        "Every class whose maps lie inside the central-chest box (Normal) keeps more than 50%"
+    )
     coarse = _cams(64, {"COVID": [0.9, 0.9], "Normal": [0.9, 0.9]})
     assert "too coarse" in trust.read_inside_vs_blackout(coarse, trust.inside_by_class(coarse), kept)[0]
     outside = _cams(160, {"COVID": [0.1, 0.2], "Normal": [0.2, 0.1]})
     assert trust.read_inside_vs_blackout(outside, trust.inside_by_class(outside), kept)[0].startswith(
-        "No class has its maps clearly inside")
+        "No class has its maps clearly inside"
+    )
 
 
 def _region_frame(rows: dict[str, list[tuple[str, float, float, float]]]) -> Any:
@@ -506,8 +508,10 @@ def test_background_readings_explain_an_auc_below_one_half() -> None:
                             "only the separated films in the rest pulled it below); Viral Pneumonia 0.750 (above 0.5: "
                             "only the separated films in the rest pulled it below).")  # fmt: skip
     no_separated = {c: rule(c, 0.45) for c in ("COVID", "Normal")}
-    assert trust.read_background_rules(no_separated)[0].endswith("no class.") and len(
-        trust.read_background_rules(no_separated)) == 2
+    assert (
+        trust.read_background_rules(no_separated)[0].endswith("no class.")
+        and len(trust.read_background_rules(no_separated)) == 2
+    )
 
     table = _region_frame({"hide-lungs": [("sensitivity Lung_Opacity", 1.0, 0.96, 1.0)]})
     assert trust.describe_background_shortcut(rules["Lung_Opacity"], table) == (
@@ -515,13 +519,15 @@ def test_background_readings_explain_an_auc_below_one_half() -> None:
         "the other classes (test AUC 1.000), and the model trained with the lungs hidden recognises 1.00 [0.96, 1.00] "
         "of the Lung_Opacity test images.")  # fmt: skip
     assert "does not separate Lung_Opacity from the other classes (test AUC 0.520)." in (
-        trust.describe_background_shortcut(rule("Lung_Opacity", 0.52)))
+        trust.describe_background_shortcut(rule("Lung_Opacity", 0.52))
+    )
     assert trust.describe_background_shortcut(None).startswith("This data has no Lung_Opacity class")
 
 
 def test_region_source_sentences() -> None:
     assert trust.describe_region_source("chest box") == (
-        "The lung region is the central-chest box (rows 10-85 %, columns 12-88 %): this data folder has no lung masks.")
+        "The lung region is the central-chest box (rows 10-85 %, columns 12-88 %): this data folder has no lung masks."
+    )
     assert trust.describe_region_source("masks") == "The lung region is the database's own lung masks, one per image."
     assert "also hides the heart" in trust.region_source_caveat("chest box")
     assert "the heart and the mediastinum stay visible" in trust.region_source_caveat("masks")

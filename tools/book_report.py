@@ -41,8 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     index = (args.build / "html" / "index.html").resolve()
     took = f" in {args.seconds} s" if args.seconds is not None else ""
     if args.status or failed:
-        print(f"make book: the build FAILED{took} (see the warnings above)"
-              + (f"; notebooks that failed: {', '.join(failed)}" if failed else ""))
+        print(
+            f"make book: the build FAILED{took} (see the warnings above)"
+            + (f"; notebooks that failed: {', '.join(failed)}" if failed else "")
+        )
         return 1
     print(f"make book: built{took}; open {index}")
     return 0

@@ -35,7 +35,6 @@ from PIL import Image, ImageOps
 from cxrlib.data import DATABASE_COUNTS
 
 
-
 def changed_copy(source: Path, target: Path, k: int) -> None:
     """Write copy ``k`` of ``source`` to ``target`` (see the module docstring)."""
     if k == 0:

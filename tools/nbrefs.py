@@ -40,12 +40,12 @@ def update(paths: list[Path]) -> None:
         nb = nbformat.read(path, as_version=4)
         if not _checked(nb):
             continue
-        NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+        NotebookClient(
+            nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        ).execute()
         refs = {}
         for cell in _checked(nb):
-            refs[cell.id] = [
-                {k: v for k, v in out.items() if k != "execution_count"} for out in cell.outputs
-            ]
+            refs[cell.id] = [{k: v for k, v in out.items() if k != "execution_count"} for out in cell.outputs]
         (REFS / f"{path.stem}.json").write_text(json.dumps(refs, indent=1, sort_keys=True) + "\n")
         print(f"nbrefs: {len(refs)} checked cell(s) of {path.name} stored")
 
@@ -61,8 +61,9 @@ def prepare(out_dir: Path) -> None:
         refs = json.loads(ref_file.read_text()) if ref_file.exists() else {}
         for cell in cells:
             if cell.id not in refs:
-                sys.exit(f"nbrefs: {path.name} cell {cell.id} is tagged {TAG} but has no stored output; "
-                         "run `make nb-refs`")
+                sys.exit(
+                    f"nbrefs: {path.name} cell {cell.id} is tagged {TAG} but has no stored output; run `make nb-refs`"
+                )
             cell.outputs = [nbformat.from_dict({**o, **({"execution_count": 1} if o["output_type"] == "execute_result" else {})})
                             for o in refs[cell.id]]  # fmt: skip
             cell.execution_count = 1  # nbval ignores outputs of cells that were never run

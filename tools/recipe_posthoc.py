@@ -96,7 +96,10 @@ def main() -> int:
     results = json.loads(args.json.read_text()) if args.json and args.json.is_file() else {}
     for run in args.runs:
         results[run.name] = {**results.get(run.name, {}), **measure(run, tuple(args.only))}
-        print(run.name, {k: {m: round(v, 4) for m, v in r.items() if m != "correct"} for k, r in results[run.name].items()})
+        print(
+            run.name,
+            {k: {m: round(v, 4) for m, v in r.items() if m != "correct"} for k, r in results[run.name].items()},
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0

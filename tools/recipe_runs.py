@@ -48,6 +48,8 @@ TABLE = ROOT / "cxrlib" / "recipe_runs.csv"  # package data: chapter 3 reads it 
 HONEST = ("COVID", "Normal", "Viral Pneumonia")
 
 _AUG = AugmentConfig()
+
+
 def starting_recipe(seed: int) -> TrainConfig:
     """What every variant changes one thing of: the ``cpu`` preset with the default
     augmentations (the preset itself is the variant that the measurements chose), without
@@ -105,7 +107,9 @@ def validation_row(run_dir: Path, classes_order: list[str]) -> dict[str, Any]:
     probs, labels, classes = pred.probs, pred.labels, pred.classes
     predicted = probs.argmax(1)
     row: dict[str, Any] = {"valid_n": len(labels), "valid_correct": "".join("01"[int(v)] for v in predicted == labels)}
-    row["accuracy"], row["accuracy_lo"], row["accuracy_hi"] = exact_interval(int((predicted == labels).sum()), len(labels))
+    row["accuracy"], row["accuracy_lo"], row["accuracy_hi"] = exact_interval(
+        int((predicted == labels).sum()), len(labels)
+    )
     honest = np.isin(labels, [classes.index(c) for c in HONEST if c in classes])
     row["accuracy_3class"], row["accuracy_3class_lo"], row["accuracy_3class_hi"] = exact_interval(
         int((predicted[honest] == labels[honest]).sum()), int(honest.sum()))  # fmt: skip
@@ -140,13 +144,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", default="build/recipe-runs", help="where the run folders go")
     parser.add_argument("--table", default=str(TABLE))
     parser.add_argument("--list", action="store_true", help="list the variants and exit")
-    parser.add_argument("--record", type=Path, metavar="RUN",
-                        help="add a row for a run trained elsewhere (e.g. by `cxr train --preset cpu`), measured "
-                             "like the others; give --command and --seconds with it")
+    parser.add_argument(
+        "--record",
+        type=Path,
+        metavar="RUN",
+        help="add a row for a run trained elsewhere (e.g. by `cxr train --preset cpu`), measured "
+        "like the others; give --command and --seconds with it",
+    )
     parser.add_argument("--command", help="with --record: the command that trained RUN")
     parser.add_argument("--seconds", type=float, help="with --record: its wall-clock seconds")
-    parser.add_argument("--remeasure", action="store_true",
-                        help="recompute the validation columns of every row from its run folder (no training)")
+    parser.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="recompute the validation columns of every row from its run folder (no training)",
+    )
     args = parser.parse_args(argv)
     if args.remeasure:
         return remeasure(Path(args.table), Path(args.runs))

@@ -223,7 +223,9 @@ def student_notebook(nb: nbformat.NotebookNode) -> tuple[nbformat.NotebookNode, 
         tree = _parse(cell.source)
         names, imports = bound_names(tree) if tree is not None else (set(), [])
         imported = defined_names("\n".join(imports))
-        later = set().union(*(used_names(c.source) for c, lab in cells[index + 1:] if lab is None and c.cell_type == "code"))
+        later = set().union(
+            *(used_names(c.source) for c, lab in cells[index + 1 :] if lab is None and c.cell_type == "code")
+        )
         placeholders = sorted((names - imported) & later - defined_before)
         cell.source = stub_source(label, imports, placeholders)
         tags = [t for t in cell.metadata.get("tags", []) if t != SOLUTION_TAG]
