@@ -170,9 +170,13 @@ def predict_images(loaded: LoadedModel, images: np.ndarray, *, device: str | Non
         raise CXRError(f"images are {images.shape[1]}x{images.shape[2]} px, the model expects {size}x{size}")
     dataset = CXRDataset(images, np.zeros(len(images), np.int64), transform=loaded.transform, classes=loaded.classes)
     dev = pick_device(device)
+    before = next(loaded.model.parameters()).device
     loaded.model.to(dev)
-    probs, _ = predict_proba(loaded.model, DataLoader(dataset, batch_size=batch_size, shuffle=False), dev,
-                             progress=progress)  # fmt: skip
+    try:
+        probs, _ = predict_proba(loaded.model, DataLoader(dataset, batch_size=batch_size, shuffle=False), dev,
+                                 progress=progress)  # fmt: skip
+    finally:
+        loaded.model.to(before)  # the caller's model stays where the caller put it
     return probs
 
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import html
 import math
+import os
 import warnings
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -26,7 +28,7 @@ from torch import nn
 from .config import CXRError, get_settings, resolve_data_dir
 from .data import CXRData, scan
 from .models import NARROW, PretrainedUnavailableError, build_model
-from .train import TrainConfig, preset
+from .train import TrainConfig, ensure_run, preset
 from .transforms import IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD
 from .trust import naive_split_leakage
 
@@ -54,6 +56,14 @@ def fast_split_sizes(valid_size: int, test_size: int, class_counts: dict[str, in
         return f"{in_all}, equal counts per class"
     per_class = f"{valid_q}" if valid_q == test_q else f"{valid_q} and {test_q}"
     return f"{in_all}, {per_class} per class"
+
+
+def chapter_run(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The run of chapter 3's model in the current mode (``ch03-fast`` or ``ch03-cpu`` under
+    :func:`cxrlib.config.runs_dir`): trained the first time a chapter asks, then reused, so
+    every chapter runs on its own in a fresh kernel."""
+    config = chapter_config()
+    return ensure_run(config, f"ch03-{config.preset}", data_dir=data_dir)
 
 
 def build_note_text(config: TrainConfig, data_name: str | None = None, *, data_size: str | None = None,

@@ -153,10 +153,11 @@ def plot_augmentation_gallery(image: Any, augmentations: dict[str, Any], *, seed
     fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.5 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, name in zip(axes.flat, names):
-        torch.manual_seed(seed)
-        shown = image if name == "original" else augmentations[name](image)
-        _show_gray(ax, shown, name)
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is restored afterwards
+        for ax, name in zip(axes.flat, names):
+            torch.manual_seed(seed)
+            shown = image if name == "original" else augmentations[name](image)
+            _show_gray(ax, shown, name)
     fig.tight_layout()
     return fig
 
@@ -165,13 +166,14 @@ def plot_random_augmentations(image: Any, transform: Any, *, n: int = 10, seed: 
     """``n`` random draws of a full training pipeline on one image (before normalization)."""
     import torch
 
-    torch.manual_seed(seed)
     rows = int(np.ceil(n / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.4 * rows), squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k < n:
-            _show_gray(ax, transform(image), f"draw {k + 1}")
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is restored afterwards
+        torch.manual_seed(seed)
+        for k, ax in enumerate(axes.flat):
+            ax.axis("off")
+            if k < n:
+                _show_gray(ax, transform(image), f"draw {k + 1}")
     fig.tight_layout()
     return fig
 

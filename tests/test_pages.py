@@ -202,3 +202,15 @@ def test_test_overlap_is_read_against_chance() -> None:
     assert "about what chance gives" in pages.describe_test_overlap(first, _split(labels, "1010101010" * 4))
     with pytest.raises(CXRError, match="same images"):
         pages.describe_test_overlap(first, _split(labels[:-1], "1" * 39))
+
+
+def test_chapter_run_is_the_chapters_run_of_this_mode(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    asked = []
+    monkeypatch.setattr(
+        pages, "ensure_run", lambda config, name, data_dir=None: asked.append((config, name)) or tmp_path
+    )
+    monkeypatch.setenv("CXR_FAST", "1")
+    assert pages.chapter_run() == tmp_path
+    monkeypatch.delenv("CXR_FAST")
+    pages.chapter_run()
+    assert [(c.preset, n) for c, n in asked] == [("fast", "ch03-fast"), ("cpu", "ch03-cpu")]

@@ -1,0 +1,37 @@
+"""Plotting functions leave the caller's state alone."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from cxrlib import viz  # noqa: E402
+
+
+def _noise(image: torch.Tensor) -> torch.Tensor:
+    return (image.float() + torch.rand(image.shape) * 10).clamp(0, 255).to(torch.uint8)
+
+
+def test_augmentation_plots_restore_the_global_random_state() -> None:
+    image = torch.from_numpy(np.full((1, 32, 32), 128, np.uint8))
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    plt.close(viz.plot_augmentation_gallery(image, {"noise": _noise}, seed=0))
+    plt.close(viz.plot_random_augmentations(image, _noise, n=2, seed=0))
+    assert torch.equal(torch.rand(3), expected)  # as if the plots had never drawn a random number
+
+
+def test_augmentation_plots_draw_the_same_images_for_one_seed() -> None:
+    image = torch.from_numpy(np.full((1, 32, 32), 128, np.uint8))
+    first = viz.plot_random_augmentations(image, _noise, n=2, seed=5)
+    second = viz.plot_random_augmentations(image, _noise, n=2, seed=5)
+    pixels = [[im.get_array() for ax in fig.axes for im in ax.get_images()] for fig in (first, second)]
+    assert all(np.array_equal(a, b) for a, b in zip(*pixels)) and len(pixels[0]) == 2
+    plt.close(first)
+    plt.close(second)
