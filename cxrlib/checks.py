@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torchvision import tv_tensors
 
+from .models import n_weights
+
 
 @dataclass
 class CheckReport:
@@ -158,9 +160,9 @@ def check_trained_parameters(n_trained: int, model: torch.nn.Module) -> CheckRep
     report = CheckReport("check_trained_parameters")
     try:
         n = int(n_trained)
-        head = sum(p.numel() for p in model.fc.parameters())
-        total = sum(p.numel() for p in model.parameters())
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        head = n_weights(model.fc)
+        total = n_weights(model)
+        trainable = n_weights(model, trainable_only=True)
     except NotImplementedError as err:
         return _not_written(report, err)
     if trainable != head:

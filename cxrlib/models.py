@@ -152,3 +152,16 @@ def cam_target_layer(model: nn.Module, layer: str = "layer4") -> nn.Module:
     if layer not in CAM_LAYERS:
         raise CXRError(f"unknown CAM layer {layer!r}; choose from {', '.join(CAM_LAYERS)}")
     return getattr(model, layer)[-1]  # type: ignore[index]
+
+
+def n_weights(module: nn.Module, *, trainable_only: bool = False) -> int:
+    """The number of weights (parameter elements) of ``module``; with ``trainable_only``,
+    only those with ``requires_grad`` (what an optimizer would change)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def count_weights(arch: str) -> int:
+    """The number of weights of architecture ``arch`` as :func:`build_model` makes it (one
+    gray input channel, four classes), e.g. for a model card to glue."""
+    model, _ = build_model(arch, pretrained="no")
+    return n_weights(model)

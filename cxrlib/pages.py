@@ -27,7 +27,7 @@ from torch import nn
 
 from .config import CXRError, get_settings, resolve_data_dir
 from .data import CXRData, scan
-from .models import NARROW, PretrainedUnavailableError, build_model
+from .models import NARROW, PretrainedUnavailableError, build_model, n_weights
 from .train import TrainConfig, ensure_run, preset
 from .transforms import IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD
 from .trust import naive_split_leakage
@@ -167,10 +167,10 @@ def describe_model_start(config: TrainConfig | None = None, *, trained_here: boo
     model, used, why_not, wanted = _start_weights(config)
     classifier: nn.Linear = model.fc  # type: ignore[assignment]
     first_layer: nn.Conv2d = model.conv1  # type: ignore[assignment]
-    n_weights = sum(p.numel() for p in model.parameters())
-    n_classifier = sum(p.numel() for p in classifier.parameters())
+    n_total = n_weights(model)
+    n_classifier = n_weights(classifier)
     described = "" if trained_here else " (described here, not trained on this page)"
-    network = (f"The `{config.preset}` recipe's network{described}, {config.arch}: {n_weights:,} weights, "
+    network = (f"The `{config.preset}` recipe's network{described}, {config.arch}: {n_total:,} weights, "
                f"{n_classifier:,} of them in the new {classifier.out_features}-class classifier; its first layer maps "
                f"1 gray channel to {first_layer.out_channels} filters.")  # fmt: skip
     trains = "training fine-tunes" if trained_here else "training would fine-tune"

@@ -40,7 +40,6 @@ from .data import CHEST_BOX, SPLITS, CXRData, central_chest_box
 from .evaluate import bootstrap_ci, cached_predictions, class_metrics, model_input, predict_images
 from .explain import cam_inside_fraction, compute_cams, lung_masks_for, lung_region
 from .metrics import macro_auc
-from .models import build_model
 from .stats import describe_paired, exact_interval, mcnemar
 from .train import describe_outcome, ensure_run, load_model
 from .transforms import REGION_LABELS, REGIONS, apply_region
@@ -125,13 +124,6 @@ def describe_recipe(config: TrainConfig) -> str:
     offsets = ("one offset per class fitted on the validation split" if config.class_offsets
                else "no class offsets")  # fmt: skip
     return f"the {config.preset} recipe: {config.arch}, {config.img_size}-px images, {budget}, {average}, {offsets}"
-
-
-def count_weights(arch: str) -> int:
-    """The number of weights of architecture ``arch`` (:func:`cxrlib.models.build_model`,
-    four classes), e.g. for a model card to glue."""
-    model, _ = build_model(arch, pretrained="no")
-    return sum(p.numel() for p in model.parameters())
 
 
 # --------------------------------------------------------------------------- experiment 1

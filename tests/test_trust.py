@@ -16,6 +16,7 @@ from cxrlib.cli import build_parser, main
 from cxrlib.config import CXRError
 from cxrlib.data import CHEST_BOX, CXRData, CXRDataset, central_chest_box
 from cxrlib.evaluate import predict_files, predict_images, predict_split
+from cxrlib.models import count_weights
 from cxrlib.train import load_model, preset, train
 from cxrlib.transforms import REGIONS, apply_region
 
@@ -549,5 +550,5 @@ def test_describe_split_and_count_weights(tmp_path: Path) -> None:
     assert trust.describe_recipe(preset("fast")) == (
         "the fast recipe: resnet18, 64-px images, 2 passes over the training split, no moving average of the "
         "weights, no class offsets")  # fmt: skip
-    assert trust.count_weights("resnet18") == 11_172_292  # ResNet-18, one gray input channel, four outputs
-    assert trust.count_weights("resnet18-w32") < trust.count_weights("resnet18")
+    assert count_weights("resnet18") == 11_172_292  # ResNet-18, one gray input channel, four outputs
+    assert count_weights("resnet18-w32") < count_weights("resnet18")
