@@ -45,7 +45,7 @@ from .data import CXRData, CXRDataset, PixelCache, _atomic_write_bytes, central_
 from .explain import compute_cams, lung_masks_for, overlay
 from .imaging import UnreadableImageError, read_gray, resize_gray
 from .metrics import _binary_auc, macro_auc
-from .stats import exact_interval
+from .stats import exact_interval, with_interval
 from .train import LoadedModel, load_model, pick_device, predict_proba
 from .transforms import apply_region
 
@@ -904,14 +904,8 @@ def per_class_table(metrics: dict[str, Any], digits: int = 3) -> Any:
     F1 and AUC rounded to ``digits``, and the number of images of the class."""
     import pandas as pd
 
-    def with_interval(value: float, interval: Sequence[float]) -> str:
-        if not math.isfinite(value):
-            return "n/a"
-        lo, hi = interval
-        return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-
-    rows = {name: {"sensitivity [95% CI]": with_interval(m["sensitivity"], m["sensitivity_ci95"]),
-                   "specificity [95% CI]": with_interval(m["specificity"], m["specificity_ci95"]),
+    rows = {name: {"sensitivity [95% CI]": with_interval(m["sensitivity"], m["sensitivity_ci95"], digits),
+                   "specificity [95% CI]": with_interval(m["specificity"], m["specificity_ci95"], digits),
                    "precision": round(m["precision"], digits), "F1": round(m["f1"], digits),
                    "AUC": round(m["auc"], digits), "images": int(m["support"])}
             for name, m in metrics["per_class"].items()}  # fmt: skip

@@ -28,6 +28,7 @@ from torch import nn
 from .config import CXRError, get_settings, resolve_data_dir
 from .data import CXRData, scan
 from .models import NARROW, PretrainedUnavailableError, build_model, n_weights
+from .stats import with_interval as with_interval  # the book pastes intervals as pages.with_interval
 from .train import TrainConfig, ensure_run, preset
 from .transforms import IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD
 from .trust import naive_split_leakage
@@ -262,9 +263,3 @@ def glue(name: str, value: Any) -> None:
     except ImportError:
         return
     myst_glue(name, value, display=False)
-
-
-def with_interval(value: float, interval: Any, digits: int = 3) -> str:
-    """``0.950 [0.924, 0.969]``: an estimate and its interval, as the text shows them."""
-    lo, hi = interval
-    return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"

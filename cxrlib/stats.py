@@ -14,6 +14,8 @@ models on the same images.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -60,3 +62,12 @@ def describe_paired(name_a: str, name_b: str, test: dict[str, Any], alpha: float
                else f"no measurable difference (McNemar p = {p:.2f})")  # fmt: skip
     return (f"{a_only} images only {name_a} got right and {b_only} only {name_b} got right: "
             f"{verdict}.")  # fmt: skip
+
+
+def with_interval(value: float, interval: Sequence[float], digits: int = 3) -> str:
+    """``0.950 [0.924, 0.969]``: an estimate and its interval, as pages and tables show them
+    (``n/a`` for an undefined estimate)."""
+    if not math.isfinite(value):
+        return "n/a"
+    lo, hi = interval
+    return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"

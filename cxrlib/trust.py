@@ -40,7 +40,7 @@ from .data import CHEST_BOX, SPLITS, CXRData, central_chest_box
 from .evaluate import bootstrap_ci, cached_predictions, class_metrics, model_input, predict_images
 from .explain import cam_inside_fraction, compute_cams, lung_masks_for, lung_region
 from .metrics import macro_auc
-from .stats import describe_paired, exact_interval, mcnemar
+from .stats import describe_paired, exact_interval, mcnemar, with_interval
 from .train import describe_outcome, ensure_run, load_model
 from .transforms import REGION_LABELS, REGIONS, apply_region
 
@@ -298,11 +298,8 @@ def format_measure(table: Any, region: str, measure: str, digits: int = 2) -> st
     row = table[(table["region"] == region) & (table["measure"] == measure)]
     if row.empty:
         return "not measured"
-    return _with_interval(*(float(row.iloc[0][k]) for k in ("estimate", "low", "high")), digits)
-
-
-def _with_interval(estimate: float, low: float, high: float, digits: int) -> str:
-    return f"{estimate:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+    estimate, low, high = (float(row.iloc[0][k]) for k in ("estimate", "low", "high"))
+    return with_interval(estimate, (low, high), digits)
 
 
 def describe_region_runs(runs: Mapping[str, str | os.PathLike[str]]) -> list[str]:
@@ -315,7 +312,7 @@ def wide_table(table: Any, digits: int = 2, auc_digits: int = 3) -> Any:
     """:func:`region_table` as measures x regions, each cell ``0.91 [0.88, 0.94]``; AUCs
     with ``auc_digits`` (``0.996 [0.993, 0.999]``: at 2 digits it would read as a perfect
     1.00)."""
-    cells = table.assign(cell=[_with_interval(e, lo, hi, auc_digits if "AUC" in m else digits) for m, e, lo, hi
+    cells = table.assign(cell=[with_interval(e, (lo, hi), auc_digits if "AUC" in m else digits) for m, e, lo, hi
                                in zip(table["measure"], table["estimate"], table["low"], table["high"])])  # fmt: skip
     wide = cells.pivot(index="measure", columns="region", values="cell")
     order = list(dict.fromkeys(table["measure"]))
