@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--region",
-        choices=["full", "hide-lungs", "lungs-only"],  # = cxrlib.transforms.REGIONS
+        choices=["full", "hide-lungs", "lungs-only"],  # = cxrlib.regions.REGIONS
         help="what the model sees: the whole image (default), the image with the lungs blacked out, "
         "or only the lungs; the lung region is the data's masks, else the central-chest box",
     )

@@ -71,7 +71,7 @@ from tqdm.auto import tqdm
 
 from .config import CLASS_NAMES, CXRError, Settings, cache_dir, get_settings, resolve_data_dir
 from .imaging import UnreadableImageError, decode, is_image_file, read_gray, resize_gray
-from .transforms import REGIONS, apply_region
+from .regions import REGIONS, apply_region, chest_boxes, inside_mask, read_mask
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 
@@ -90,12 +90,6 @@ NEAR_DUP_MAX_BITS = 10
 NEAR_DUP_MIN_CORR = 0.97
 THUMB_SIZE = 32
 
-#: The central-chest box used as the lung region when the data has no lung masks:
-#: (top, bottom, left, right) as fractions of the image side. On a well-framed PA film it
-#: covers both lungs and the heart but not the shoulders, neck, corner markers or the
-#: area below the diaphragm. It is a box, not a lung outline: it also holds the
-#: mediastinum, and on a badly framed film it misses part of a lung.
-CHEST_BOX = (0.10, 0.85, 0.12, 0.88)
 
 _CLASS_ALIASES = {
     "covid": "COVID",
@@ -637,8 +631,7 @@ class PixelCache:
         if self.kind == "images":
             return resize_gray(read_gray(self.root / record.path), self.size)
         assert record.mask is not None
-        mask = resize_gray(read_gray(self.root / record.mask), self.size, resample=Image.NEAREST)
-        return np.where(mask > 127, 255, 0).astype(np.uint8)
+        return read_mask(self.root / record.mask, self.size)
 
     def build(self, *, progress: bool = True, workers: int | None = None) -> None:
         """Decode every image into a new cache file (atomically)."""
@@ -681,17 +674,6 @@ class PixelCache:
                 partial.unlink(missing_ok=True)
             except (ValueError, PermissionError, OSError):
                 continue
-
-
-# --------------------------------------------------------------------------- lung regions
-
-
-def central_chest_box(size: int) -> np.ndarray:
-    """A ``(size, size)`` boolean mask of :data:`CHEST_BOX`."""
-    top, bottom, left, right = (round(f * size) for f in CHEST_BOX)
-    mask = np.zeros((size, size), dtype=bool)
-    mask[top:bottom, left:right] = True
-    return mask
 
 
 # --------------------------------------------------------------------------- torch dataset
@@ -909,8 +891,8 @@ class CXRData:
             masks = self.masks(size, progress=progress)
             if masks is None:
                 raise CXRError(f"{self.root} has no lung masks")
-            return np.asarray(masks) > 127
-        return np.broadcast_to(central_chest_box(size), (len(self.records), size, size))
+            return inside_mask(masks)
+        return chest_boxes(len(self.records), size)
 
     def dataset(
         self,

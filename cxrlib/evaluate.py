@@ -30,7 +30,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,13 +41,13 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from torch.utils.data import DataLoader
 
 from .config import CXRError, DataNotFoundError, cache_dir, resolve_data_dir
-from .data import CXRData, CXRDataset, PixelCache, _atomic_write_bytes, central_chest_box, find_dataset_root, scan
-from .explain import compute_cams, lung_masks_for, overlay
+from .data import CXRData, CXRDataset, PixelCache, _atomic_write_bytes, find_dataset_root, scan
+from .explain import compute_cams, overlay
 from .imaging import UnreadableImageError, read_gray, resize_gray
 from .metrics import _binary_auc, macro_auc
+from .regions import model_view
 from .stats import exact_interval, with_interval
 from .train import LoadedModel, load_model, pick_device, predict_proba
-from .transforms import apply_region
 
 COVID = "COVID"
 
@@ -228,35 +228,14 @@ def predict_split(
         images = pixels if len(chosen) == len(records) else pixels[chosen]
     else:  # cache only the images needed, not the whole database
         images = PixelCache(root, [records[i] for i in chosen], size).load(progress=progress)
-    images = region_inputs(loaded, images, root, [records[i].path for i in chosen])
+    prep = loaded.preprocessing
+    images = model_view(images, prep.region, prep.region_source, root=root, paths=[records[i].path for i in chosen])
     if loaded.preprocessing.region != "full":
         notes.append(f"region {loaded.preprocessing.region}: the images are blacked out as in training "
                      f"(lung region from the {loaded.preprocessing.region_source})")  # fmt: skip
     probs = predict_images(loaded, images, device=device, batch_size=batch_size, progress=progress)
     return Predictions(probs, labels, list(loaded.classes), [records[i].path for i in chosen], str(root),
                        np.array(images) if keep_images else None, notes)  # fmt: skip
-
-
-def region_inputs(loaded: LoadedModel, images: np.ndarray, root: str | os.PathLike[str] | None = None,
-                  paths: Sequence[str] | None = None) -> np.ndarray:  # fmt: skip
-    """``uint8`` images ``(n, size, size)`` as the model saw them in training: unchanged
-    for a ``full`` model; with the lungs (``hide-lungs``) or all but the lungs
-    (``lungs-only``) blacked out otherwise, the lung region coming from where it came from
-    in training (the masks beside the images, ``<Class>/masks/<name>`` under ``root``, or
-    the central-chest box)."""
-    prep = loaded.preprocessing
-    if prep.region == "full" or len(images) == 0:
-        return images
-    size = prep.img_size
-    if prep.region_source == "masks":
-        masks = lung_masks_for(root or "", paths or [], size)
-        if masks is None:
-            raise CXRError(f"this model was trained with region {prep.region} from lung masks, and these images "
-                           "have no masks beside them (<Class>/masks/<name>)")  # fmt: skip
-        inside: np.ndarray = masks > 127
-    else:
-        inside = central_chest_box(size)
-    return apply_region(np.asarray(images), inside, prep.region)
 
 
 def cached_predictions(
@@ -361,7 +340,12 @@ def predict_files(
         small = resize_gray(gray, size)
         if loaded.preprocessing.region != "full":
             try:
-                small = region_inputs(loaded, small[None], paths=[str(path.resolve())])[0]
+                small = model_view(
+                    small[None],
+                    loaded.preprocessing.region,
+                    loaded.preprocessing.region_source,
+                    paths=[str(path.resolve())],
+                )[0]
             except CXRError as err:
                 errors.append((str(p), str(err)))
                 continue

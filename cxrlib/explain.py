@@ -34,9 +34,7 @@ but not the shoulders, neck, corner markers or the area below the diaphragm.
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,8 +45,6 @@ from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sig
 from torch import nn
 
 from .config import CXRError
-from .data import central_chest_box
-from .imaging import UnreadableImageError, read_gray, resize_gray
 from .models import cam_target_layer
 
 
@@ -211,33 +207,6 @@ def cam_inside_fraction(cams: np.ndarray, regions: np.ndarray) -> np.ndarray:
     inside = (cams * regions).sum(axis=(1, 2))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, inside / np.where(total > 0, total, 1.0), np.nan)
-
-
-def lung_region(masks: np.ndarray | None, n: int, size: int) -> np.ndarray:
-    """Boolean lung regions ``(n, size, size)``: the data's masks (0/255), else the chest box."""
-    if masks is not None:
-        return np.asarray(masks) > 127
-    return np.broadcast_to(central_chest_box(size), (n, size, size))
-
-
-def lung_masks_for(root: str | os.PathLike[str], paths: Sequence[str], size: int) -> np.ndarray | None:
-    """The lung masks of images ``<Class>/images/<name>`` (relative to ``root``), read from
-    ``<Class>/masks/<name>`` and resized to ``size``: ``uint8`` 0/255 ``(n, size, size)``,
-    or ``None`` when any image has no mask (then use the central-chest box)."""
-    from PIL import Image
-
-    out = []
-    for rel in paths:
-        path = Path(root) / rel
-        if path.parent.name != "images":
-            return None
-        mask = path.parent.parent / "masks" / path.name
-        try:
-            pixels = resize_gray(read_gray(mask), size, resample=Image.NEAREST)
-        except (UnreadableImageError, OSError):
-            return None
-        out.append(np.where(pixels > 127, 255, 0).astype(np.uint8))
-    return np.stack(out) if out else None
 
 
 def examples_by_class(labels: np.ndarray, probs: np.ndarray, n: int = 2) -> dict[int, dict[str, list[int]]]:

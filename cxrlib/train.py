@@ -43,9 +43,9 @@ from .config import CXRError, resolve_data_dir, runs_dir
 from .data import CXRData, CXRDataset
 from .metrics import macro_auc
 from .models import ARCHITECTURES, build_model, set_backbone_trainable
+from .regions import REGIONS
 from .transforms import (
     IMAGENET_NORMALIZATION,
-    REGIONS,
     AugmentConfig,
     Preprocessing,
     data_normalization,

@@ -28,12 +28,9 @@ ImageNet statistics (mean 0.449, std 0.226), matching the first convolution whos
 filters were summed into one gray filter (see :mod:`cxrlib.models`); without pretrained
 weights, with the mean and standard deviation of the training images.
 
-Regions (chapter 7): a model can be trained on the whole image (``full``), with the lung
-region blacked out (``hide-lungs``), or with everything but the lung region blacked out
-(``lungs-only``). :func:`apply_region` does this on the ``uint8`` pixels *before* any
-augmentation, so the blacked-out image is what the model sees, augmented like any film.
-Where the lung region comes from is :mod:`cxrlib.data`'s business (masks or the
-central-chest box).
+Regions (chapter 7): a model trained on part of the image (``hide-lungs``, ``lungs-only``)
+gets its pixels blacked out by :func:`cxrlib.regions.apply_region` *before* any augmentation,
+so the blacked-out image is what the model sees, augmented like any film.
 """
 
 from __future__ import annotations
@@ -48,33 +45,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-#: What the model may see: see the module docstring.
-REGIONS = ("full", "hide-lungs", "lungs-only")
-
-#: How each region is called in tables and figures.
-REGION_LABELS: dict[str, str] = {"full": "full image", "hide-lungs": "lungs hidden", "lungs-only": "lungs only"}
-
-
-def apply_region(pixels: np.ndarray, inside: np.ndarray | None, region: str) -> np.ndarray:
-    """``uint8`` pixels ``(..., H, W)`` with the lung region (``hide-lungs``) or everything
-    outside it (``lungs-only``) set to 0; ``full`` returns the pixels unchanged.
-
-    ``inside`` is a boolean lung region broadcastable to ``pixels`` (one mask per image,
-    or one ``(H, W)`` mask for all). Black is the value a detector never reaches inside a
-    body, so the hidden part carries no information at all.
-    """
-    if region not in REGIONS:
-        raise ValueError(f"unknown region {region!r}; choose from {', '.join(REGIONS)}")
-    if region == "full":
-        return pixels
-    if inside is None:
-        raise ValueError(f"region {region!r} needs a lung region")
-    inside = np.asarray(inside, dtype=bool)
-    if inside.shape[-2:] != pixels.shape[-2:]:
-        raise ValueError(f"the lung region is {inside.shape[-2:]} but the images are {pixels.shape[-2:]}")
-    keep = ~inside if region == "hide-lungs" else inside
-    return np.where(keep, pixels, np.zeros((), dtype=pixels.dtype)).astype(pixels.dtype, copy=False)
-
+from .regions import apply_region
 
 #: ImageNet mean/std (RGB) collapsed to gray with ITU-R 601 luma weights.
 IMAGENET_GRAY_MEAN = 0.299 * 0.485 + 0.587 * 0.456 + 0.114 * 0.406

@@ -28,7 +28,7 @@ function that turns its numbers into sentences, so a chapter never types a resul
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,19 +36,25 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import CXRError
-from .data import CHEST_BOX, SPLITS, CXRData, central_chest_box
+from .data import SPLITS, CXRData
 from .evaluate import bootstrap_ci, cached_predictions, class_metrics, model_input, predict_images
-from .explain import cam_inside_fraction, compute_cams, lung_masks_for, lung_region
+from .explain import cam_inside_fraction, compute_cams
 from .metrics import macro_auc
+from .regions import (
+    CHEST_BOX,
+    REGION_LABELS,
+    REGIONS,
+    apply_region,
+    central_chest_box,
+    dark_share,
+    lung_regions_for,
+)
 from .stats import describe_paired, exact_interval, mcnemar, with_interval
 from .train import describe_outcome, ensure_run, load_model
-from .transforms import REGION_LABELS, REGIONS, apply_region
 
 if TYPE_CHECKING:
     from .train import TrainConfig
 
-#: A pixel at or below this value (0..255) counts as black in :func:`dark_share`.
-DARK_LEVEL = 10
 #: :func:`read_blackout_shift` calls it a collapse when this share of all images goes to one class.
 COLLAPSE_SHARE = 0.8
 #: :func:`read_blackout_shift`: the blackout "pulls" the other classes towards a class when
@@ -361,13 +367,6 @@ class CamInside:
         return [int(i) for i in frame["inside"].sort_values(kind="stable").index[:n]]
 
 
-def lung_regions_for(root: str | os.PathLike[str], paths: Sequence[str], size: int) -> tuple[np.ndarray, str]:
-    """The lung region of each image ``(n, size, size)``: its mask (``<Class>/masks/``)
-    when every image has one, else the central-chest box; and which of the two it is."""
-    masks = lung_masks_for(root, paths, size)
-    return lung_region(masks, len(paths), size), "masks" if masks is not None else "chest box"
-
-
 def cam_inside(
     run: str | os.PathLike[str],
     data_dir: str | os.PathLike[str] | None = None,
@@ -473,17 +472,6 @@ def read_inside_vs_blackout(result: CamInside, by_class: Any, shift: Any) -> lis
 
 
 # --------------------------------------------------------------------------- experiment 3
-
-
-def dark_share(images: np.ndarray, region: np.ndarray | None = None, *, level: int = DARK_LEVEL) -> np.ndarray:
-    """Share of pixels at or below ``level`` per image, counted *outside* ``region``
-    (boolean, one per image or one for all) when given."""
-    images = np.asarray(images)
-    dark = images <= level
-    if region is None:
-        return dark.mean(axis=(-2, -1))
-    outside = ~np.broadcast_to(np.asarray(region, dtype=bool), images.shape)
-    return (dark & outside).sum(axis=(-2, -1)) / np.maximum(outside.sum(axis=(-2, -1)), 1)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from .config import CLASS_NAMES
 from .evaluate import roc_curves
 from .explain import overlay
 from .imaging import read_gray
-from .transforms import REGION_LABELS, REGIONS, apply_region
+from .regions import REGION_LABELS, REGIONS, apply_region, dark_share
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -80,7 +80,7 @@ def plot_samples(data: CXRData, *, per_class: int = 6, split: str = "all", seed:
 
 
 def plot_intensity_profile(data: CXRData, *, size: int = 64, ax: Any = None) -> Figure:
-    """Per class: the share of near-black pixels (< 10) and the mean brightness of each image.
+    """Per class: the share of near-black pixels (at or below :data:`cxrlib.regions.DARK_LEVEL`) and the mean brightness of each image.
 
     A class whose images have a very different background is separable without looking at
     any disease: a shortcut a network finds within one epoch.
@@ -89,7 +89,7 @@ def plot_intensity_profile(data: CXRData, *, size: int = 64, ax: Any = None) -> 
 
     pixels = np.asarray(data.pixels(size, progress=False))
     labels = data.labels()
-    black = (pixels < 10).mean(axis=(1, 2))
+    black = dark_share(pixels)
     fig, ax = _figure(ax, figsize=(7, 3))
     names = [data.classes[i] for i in labels]
     sns.boxplot(x=black * 100, y=names, order=data.classes, hue=names, hue_order=data.classes,

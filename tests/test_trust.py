@@ -14,44 +14,16 @@ from PIL import Image
 from cxrlib import stats, trust
 from cxrlib.cli import build_parser, main
 from cxrlib.config import CXRError
-from cxrlib.data import CHEST_BOX, CXRData, CXRDataset, central_chest_box
+from cxrlib.data import CXRData, CXRDataset
 from cxrlib.evaluate import predict_files, predict_images, predict_split
 from cxrlib.models import count_weights
+from cxrlib.regions import REGIONS, apply_region, central_chest_box
 from cxrlib.train import load_model, preset, train
-from cxrlib.transforms import REGIONS, apply_region
 
 from conftest import CANONICAL, build_dataset, pattern, save
 from tinyrun import TINY
 
 # --------------------------------------------------------------------------- pixels
-
-
-def test_apply_region_hides_and_keeps() -> None:
-    pixels = np.arange(1, 17, dtype=np.uint8).reshape(4, 4)
-    inside = np.zeros((4, 4), bool)
-    inside[1:3, 1:3] = True
-    assert apply_region(pixels, inside, "full") is pixels
-    hidden = apply_region(pixels, inside, "hide-lungs")
-    only = apply_region(pixels, inside, "lungs-only")
-    assert hidden.dtype == np.uint8 and only.dtype == np.uint8
-    assert (hidden[inside] == 0).all() and (hidden[~inside] == pixels[~inside]).all()
-    assert (only[~inside] == 0).all() and (only[inside] == pixels[inside]).all()
-    assert (hidden + only == pixels).all()  # the two variants split the image
-    batch = np.stack([pixels, pixels + 1])
-    assert (apply_region(batch, inside, "hide-lungs")[:, inside] == 0).all()  # one region for all
-    with pytest.raises(ValueError, match="unknown region"):
-        apply_region(pixels, inside, "lungs")
-    with pytest.raises(ValueError, match="is \\(3, 3\\)"):
-        apply_region(pixels, inside[:3, :3], "hide-lungs")
-
-
-def test_chest_box_matches_its_fractions() -> None:
-    box = central_chest_box(100)
-    rows, cols = np.nonzero(box)
-    top, bottom, left, right = CHEST_BOX
-    assert (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1) == (round(top * 100), round(bottom * 100),
-                                                                        round(left * 100), round(right * 100))  # fmt: skip
-    assert box.sum() == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)  # a full rectangle
 
 
 def test_cli_region_choices_are_the_library_regions() -> None:
@@ -285,15 +257,6 @@ def test_background_rule_finds_a_black_background(tmp_path: Path) -> None:
     assert shares["Lung_Opacity"] > 0.8 and rule.frame.query("`class` != 'Lung_Opacity'")["dark share"].max() < 0.5
     with pytest.raises(CXRError, match="no class"):
         trust.background_rule(data, target="Pneumothorax")
-
-
-def test_dark_share_counts_only_outside() -> None:
-    images = np.full((2, 10, 10), 200, np.uint8)
-    images[0, :2] = 0  # 20 black pixels in rows 0-1
-    region = np.zeros((10, 10), bool)
-    region[:1] = True  # row 0 is "inside"
-    np.testing.assert_allclose(trust.dark_share(images), [0.2, 0.0])
-    np.testing.assert_allclose(trust.dark_share(images, region), [10 / 90, 0.0])
 
 
 def test_naive_split_leakage_counts_spread_groups(tmp_path: Path) -> None:
