@@ -50,8 +50,16 @@ def _train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, batches: An
     return seen, time.perf_counter() - t0
 
 
-def bench_training(data: Any, *, img_size: int = 128, batch_size: int = 32, steps: int = 8, rounds: int = 3,
-                   workers: int = 0, arch: str = "resnet18") -> dict[str, Any]:  # fmt: skip
+def bench_training(
+    data: Any,
+    *,
+    img_size: int = 128,
+    batch_size: int = 32,
+    steps: int = 8,
+    rounds: int = 3,
+    workers: int = 0,
+    arch: str = "resnet18",
+) -> dict[str, Any]:
     """Model-only vs real-loader training throughput (images per second)."""
     torch.manual_seed(0)
     pixels = data.pixels(img_size, progress=False)
@@ -62,15 +70,23 @@ def bench_training(data: Any, *, img_size: int = 128, batch_size: int = 32, step
         warnings.simplefilter("ignore")
         model, _ = build_model(arch, len(data.classes), pretrained="no")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    fixed = [(torch.randn(batch_size, 1, img_size, img_size), torch.randint(0, len(data.classes), (batch_size,)))
-             for _ in range(steps)]  # fmt: skip
+    fixed = [
+        (torch.randn(batch_size, 1, img_size, img_size), torch.randint(0, len(data.classes), (batch_size,)))
+        for _ in range(steps)
+    ]
     _train_steps(model, optimizer, fixed, 2)  # warm-up: allocator, kernels
     model_rates, loader_rates = [], []
     for _ in range(rounds):
         n, dt = _train_steps(model, optimizer, fixed, steps)
         model_rates.append(n / dt)
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
-                            generator=torch.Generator().manual_seed(0))  # fmt: skip
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=True,
+            num_workers=workers,
+            drop_last=True,
+            generator=torch.Generator().manual_seed(0),
+        )
         n, dt = _train_steps(model, optimizer, iter(loader), steps)
         loader_rates.append(n / dt)
     model_rate, loader_rate = statistics.median(model_rates), statistics.median(loader_rates)
@@ -103,9 +119,15 @@ STEP_TARGET_P95_MS = 250
 STEP_TARGET_SIZE = 224
 
 
-def bench_explorer(run: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None, *,
-                   sizes: Sequence[int] | None = None, steps: int = 30, warmup: int = 3,
-                   method: str = "gradcam") -> dict[str, Any]:  # fmt: skip
+def bench_explorer(
+    run: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    sizes: Sequence[int] | None = None,
+    steps: int = 30,
+    warmup: int = 3,
+    method: str = "gradcam",
+) -> dict[str, Any]:
     """Milliseconds per step of the explorer as chapter 6 uses it: :meth:`Explorer.from_run
     <cxrlib.widgets.Explorer.from_run>` on the trained ``run``, each step a test image whose
     CAM was never computed (prediction lookup, CAM, drawing, JPEG encoding), after
@@ -131,8 +153,14 @@ def bench_explorer(run: str | os.PathLike[str], data_dir: str | os.PathLike[str]
         )
         out["explorer_img_size"] = size
     explorer.close()
-    out.update({"explorer_run": Path(run).name, "explorer_steps": steps, "explorer_method": method,
-                "explorer_threads": STEP_THREADS})  # fmt: skip
+    out.update(
+        {
+            "explorer_run": Path(run).name,
+            "explorer_steps": steps,
+            "explorer_method": method,
+            "explorer_threads": STEP_THREADS,
+        }
+    )
     return out
 
 
@@ -147,9 +175,13 @@ def describe_explorer_bench(numbers: dict[str, Any]) -> str:
         text = f"at {size} px: median {p50:.0f} ms, 95th percentile {p95:.0f} ms"
         if size == STEP_TARGET_SIZE:
             met = p50 <= STEP_TARGET_MS and p95 <= STEP_TARGET_P95_MS
-            text += (f" ({'within' if met else 'not within'} the goals of a median of at most {STEP_TARGET_MS} ms "
-                     f"and a 95th percentile of at most {STEP_TARGET_P95_MS} ms)")  # fmt: skip
+            text += (
+                f" ({'within' if met else 'not within'} the goals of a median of at most {STEP_TARGET_MS} ms "
+                f"and a 95th percentile of at most {STEP_TARGET_P95_MS} ms)"
+            )
         parts.append(text)
     threads = numbers["explorer_threads"]
-    return (f"Explorer step with a new CAM ({numbers['explorer_method']}, {numbers['explorer_steps']} steps, "
-            f"{threads} {'thread' if threads == 1 else 'threads'} per CAM): " + "; ".join(parts) + ".")  # fmt: skip
+    return (
+        f"Explorer step with a new CAM ({numbers['explorer_method']}, {numbers['explorer_steps']} steps, "
+        f"{threads} {'thread' if threads == 1 else 'threads'} per CAM): " + "; ".join(parts) + "."
+    )

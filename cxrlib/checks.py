@@ -108,8 +108,10 @@ def check_augmentation(fn: Callable[[Any], Any], *, trials: int = 12) -> CheckRe
     if np.median(corr) < -0.3:
         report.problems.append("it inverts intensities: bone would turn dark and air bright")
     elif np.median(corr) < 0.5:
-        report.problems.append(f"the images barely resemble the original (median correlation {np.median(corr):.2f}): "
-                               "too strong to be a plausible radiograph")  # fmt: skip
+        report.problems.append(
+            f"the images barely resemble the original (median correlation {np.median(corr):.2f}): "
+            "too strong to be a plausible radiograph"
+        )
     if report.passed:
         report.notes.append(f"mean absolute change per pixel: {np.mean(diffs):.3f} (0..1 scale)")
     return report
@@ -147,8 +149,10 @@ def check_black_shares(medians: Mapping[str, float], data: Any, *, level: int = 
         elif not 0 <= value <= 1:
             report.problems.append(f"{name}: {value:.2f} is not a share between 0 and 1")
         elif abs(value - expected[name]) > 0.02:
-            report.problems.append(f"{name}: {value:.3f}, expected about {expected[name]:.3f}: the share of pixels "
-                                   f"below {level} per image, then the median over the class's images")  # fmt: skip
+            report.problems.append(
+                f"{name}: {value:.3f}, expected about {expected[name]:.3f}: the share of pixels "
+                f"below {level} per image, then the median over the class's images"
+            )
     if report.passed:
         report.notes.append(f"the blackest class: {max(expected, key=expected.get)}")
     return report
@@ -167,9 +171,12 @@ def check_trained_parameters(n_trained: int, model: torch.nn.Module) -> CheckRep
         return _not_written(report, err)
     if trainable != head:
         still = [name for name, p in model.named_parameters() if p.requires_grad and not name.startswith("fc.")]
-        report.problems.append(f"the backbone is not frozen: {len(still)} tensors outside fc still train "
-                               f"(first: {still[0]}); use set_backbone_trainable(model, False)" if still
-                               else "the classifier fc is frozen too: nothing would learn")  # fmt: skip
+        report.problems.append(
+            f"the backbone is not frozen: {len(still)} tensors outside fc still train "
+            f"(first: {still[0]}); use set_backbone_trainable(model, False)"
+            if still
+            else "the classifier fc is frozen too: nothing would learn"
+        )
     if n == total:
         report.problems.append(f"{n:,} is every weight of the model: count only those with requires_grad")
     elif n != head:
@@ -194,8 +201,10 @@ def check_sample_size(n: int, *, accuracy: float = 0.90, half_width: float = 0.0
     if n % classes:
         report.problems.append(f"{n} images cannot be split into {classes} equal classes")
     if abs(reached - half_width) > 0.05 * half_width:
-        report.problems.append(f"n = {n} gives ± {reached:.2%}, not ± {half_width:.0%}: solve "
-                               f"1.96 * sqrt(p (1 - p) / n) = {half_width} for n")  # fmt: skip
+        report.problems.append(
+            f"n = {n} gives ± {reached:.2%}, not ± {half_width:.0%}: solve "
+            f"1.96 * sqrt(p (1 - p) / n) = {half_width} for n"
+        )
     if report.passed:
         report.notes.append(f"± {reached:.2%} with {n} images")
     return report
@@ -238,8 +247,10 @@ def check_confusion_table(table: Any, frame: Any) -> CheckReport:
     truth = errors.groupby(["true", "predicted"]).size()
     got = {tuple(k): int(v) for k, v in counts.items()}
     if got != {tuple(k): int(v) for k, v in truth.items()}:
-        report.problems.append(f"the counts differ from the mistakes of the frame ({int(truth.sum())} mistakes "
-                               f"in {len(truth)} pairs): count the rows where correct is False")  # fmt: skip
+        report.problems.append(
+            f"the counts differ from the mistakes of the frame ({int(truth.sum())} mistakes "
+            f"in {len(truth)} pairs): count the rows where correct is False"
+        )
     if list(counts) != sorted(counts, reverse=True):
         report.problems.append("sort the pairs by count, most frequent first")
     if report.passed and len(truth):

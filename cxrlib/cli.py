@@ -129,18 +129,35 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import PRESETS, TrainConfig, describe_outcome, preset, train
+    from .recipe import PRESETS, TrainConfig, preset
+    from .runs import describe_outcome
+    from .train import train
 
     _check_data_dir(args.data)
     if args.resume:
         config = TrainConfig()  # replaced by the run's own config.json
     else:
-        config = preset(args.preset, epochs=args.epochs, img_size=args.img_size, batch_size=args.batch_size,
-                        arch=args.arch, pretrained=args.pretrained, seed=args.seed, max_minutes=args.max_minutes,
-                        region=args.region, epoch_images=args.epoch_images)  # fmt: skip
+        config = preset(
+            args.preset,
+            epochs=args.epochs,
+            img_size=args.img_size,
+            batch_size=args.batch_size,
+            arch=args.arch,
+            pretrained=args.pretrained,
+            seed=args.seed,
+            max_minutes=args.max_minutes,
+            region=args.region,
+            epoch_images=args.epoch_images,
+        )
     assert args.preset in PRESETS
-    result = train(config, args.out, data_dir=args.data, resume=args.resume, progress=not args.quiet,
-                   log=lambda msg: print(msg, file=sys.stderr))  # fmt: skip
+    result = train(
+        config,
+        args.out,
+        data_dir=args.data,
+        resume=args.resume,
+        progress=not args.quiet,
+        log=lambda msg: print(msg, file=sys.stderr),
+    )
     best = result.best_metrics
     print(
         f"run: {result.run_dir} ({result.stopped}); best epoch {best.get('epoch', -1) + 1}: "
@@ -155,20 +172,31 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench_explorer, bench_training
     from .data import CXRData
     from .pages import chapter_config
-    from .train import ensure_run
+    from .runs import ensure_run
 
     if args.run is not None and not (Path(args.run) / "config.json").is_file():
         raise CXRError(f"not a run folder (no config.json): {args.run}")
     _check_data_dir(args.data)
     data = CXRData.load(args.data, fast=args.fast or None, progress=False)
-    flat = bench_training(data, img_size=args.img_size, batch_size=args.batch_size, steps=args.steps,
-                          rounds=args.rounds, workers=args.workers)  # fmt: skip
+    flat = bench_training(
+        data,
+        img_size=args.img_size,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        rounds=args.rounds,
+        workers=args.workers,
+    )
     if args.explorer_steps:
         run = args.run
         if run is None:  # the chapters' own run in this mode (trained first if missing, as chapter 3 would)
             config = chapter_config()
-            run = ensure_run(config, f"ch03-{config.preset}", data_dir=data.root, progress=False,
-                             log=lambda line: print(line, file=sys.stderr))  # fmt: skip
+            run = ensure_run(
+                config,
+                f"ch03-{config.preset}",
+                data_dir=data.root,
+                progress=False,
+                log=lambda line: print(line, file=sys.stderr),
+            )
         own = int(json.loads((Path(run) / "config.json").read_text())["train"]["img_size"])
         sizes = list(dict.fromkeys([own, args.explorer_size]))  # the headline numbers are the last size's
         flat.update(bench_explorer(run, data.root, sizes=sizes, steps=args.explorer_steps))

@@ -215,8 +215,7 @@ class ScanResult:
         def extremes(counts: dict[str, int]) -> str:
             largest, smallest = max(counts, key=counts.__getitem__), min(counts, key=counts.__getitem__)
             ratio = counts[largest] / max(counts[smallest], 1)
-            return (f"{largest} {counts[largest]:,} and {smallest} {counts[smallest]:,} images, "
-                    f"{ratio:.1f} to 1")  # fmt: skip
+            return f"{largest} {counts[largest]:,} and {smallest} {counts[smallest]:,} images, {ratio:.1f} to 1"
 
         folder = self.counts
         if not folder:
@@ -226,8 +225,9 @@ class ScanResult:
             return f"this folder holds one class only: {name} {count:,} images"
         database = {name: DATABASE_COUNTS[name] for name in folder}
         same = "" if len(folder) == len(DATABASE_COUNTS) else " (the same classes)"
-        return (f"largest and smallest class: this folder {extremes(folder)}; the whole database{same} "
-                f"{extremes(database)}")  # fmt: skip
+        return (
+            f"largest and smallest class: this folder {extremes(folder)}; the whole database{same} {extremes(database)}"
+        )
 
     def summary(self) -> str:
         """One line for the book's introduction: folder name, readable images, per class, and
@@ -375,8 +375,17 @@ def scan(
                 zip(todo, probes), total=len(todo), desc="scanning images", unit="img", disable=not progress
             ):
                 thumb = probe.thumb if probe.thumb is not None else np.zeros((THUMB_SIZE, THUMB_SIZE), np.uint8)
-                index[rel] = (*stats[rel], probe.ok, probe.reason, probe.width, probe.height, probe.mode,
-                              probe.format, probe.phash, thumb)  # fmt: skip
+                index[rel] = (
+                    *stats[rel],
+                    probe.ok,
+                    probe.reason,
+                    probe.width,
+                    probe.height,
+                    probe.mode,
+                    probe.format,
+                    probe.phash,
+                    thumb,
+                )
         current = {rel for rel, _, _ in candidates}
         _save_index(index_file, {r: v for r, v in index.items() if r in current})
 
@@ -485,8 +494,10 @@ def _quota(counts: dict[str, int], valid_size: int, test_size: int) -> tuple[int
         )
         valid_q, test_q = new_valid, new_test
     if min(valid_q, test_q) == 0:
-        notes.append(f"{valid_size} validation / {test_size} test images cannot be shared equally by {k} classes: "
-                     f"{valid_q} and {test_q} per class")  # fmt: skip
+        notes.append(
+            f"{valid_size} validation / {test_size} test images cannot be shared equally by {k} classes: "
+            f"{valid_q} and {test_q} per class"
+        )
     return valid_q, test_q, notes
 
 
@@ -599,8 +610,10 @@ class PixelCache:
         self.kind = kind
         files = [(r.path if kind == "images" else r.mask, r.file_size, r.mtime_ns) for r in self.records]
         if kind == "masks":
-            files = [(p, (self.root / p).stat().st_size if p else 0, (self.root / p).stat().st_mtime_ns if p else 0)
-                     for p, _, _ in files]  # fmt: skip
+            files = [
+                (p, (self.root / p).stat().st_size if p else 0, (self.root / p).stat().st_mtime_ns if p else 0)
+                for p, _, _ in files
+            ]
         digest = hashlib.sha256(json.dumps([PIPELINE_VERSION, kind, self.size, files]).encode()).hexdigest()
         self.key = digest[:24]
         folder = cache_dir() / "pixels"
@@ -650,7 +663,7 @@ class PixelCache:
                         desc=f"caching {self.kind} at {self.size}px",
                         unit="img",
                         disable=not progress,
-                    )  # fmt: skip
+                    )
                 ):
                     array[i] = pixels
             array.flush()
@@ -687,7 +700,7 @@ class CXRDataset(Dataset):
     ``(1, size, size)`` and dtype ``uint8``; the mask is a ``tv_tensors.Mask`` of the same
     shape (0 or 255), so geometric transforms move image and mask together.
 
-    ``region`` (``hide-lungs`` or ``lungs-only``, see :func:`cxrlib.transforms.apply_region`)
+    ``region`` (``hide-lungs`` or ``lungs-only``, see :func:`cxrlib.regions.apply_region`)
     blacks out part of each image before the transform; ``lung_regions`` is then a boolean
     array, one ``(size, size)`` region per pixel row (indexed like ``pixels``) or one
     region for all images.
@@ -878,8 +891,7 @@ class CXRData:
         """Where :meth:`lung_regions` come from: ``masks`` or ``chest box``."""
         return "masks" if self.has_masks else "chest box"
 
-    def lung_regions(self, size: int | None = None, *, source: str | None = None,
-                     progress: bool = True) -> np.ndarray:  # fmt: skip
+    def lung_regions(self, size: int | None = None, *, source: str | None = None, progress: bool = True) -> np.ndarray:
         """Boolean lung regions at ``size`` px, ``(n, size, size)``: the data's masks, or
         :func:`central_chest_box` (a read-only view repeating one box) when the data has no
         masks or ``source="chest box"`` asks for the box."""

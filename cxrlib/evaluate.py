@@ -1,10 +1,8 @@
-"""Evaluation: predictions, metrics with intervals, calibration, thresholds.
+"""Evaluation: a model's predictions on a split or a folder, and the report made of them
+(metrics with intervals, calibration, the COVID operating point, and their readings).
 
-Intervals: exact (Clopper-Pearson) for proportions (accuracy, sensitivity, specificity;
-:mod:`cxrlib.stats`), a stratified bootstrap for the macro AUC (:func:`bootstrap_ci`).
-
-scikit-learn does the arithmetic; this module decides what is reported and how classes
-are matched. The macro AUC itself is in :mod:`cxrlib.metrics` (training scores with it too).
+The arithmetic is in :mod:`cxrlib.metrics` (pure functions of probabilities and labels);
+this module decides what is reported and how classes are matched.
 
 Classes are matched **by name** between the model and the data, so a folder holding only
 some of the model's classes works: metrics are computed over the classes present in the
@@ -30,32 +28,36 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from sklearn.metrics import roc_auc_score, roc_curve
-from torch.utils.data import DataLoader
 
+from .checkpoint import LoadedModel, cpu_model, load_model, model_input, predict_images
 from .config import CXRError, DataNotFoundError, cache_dir, resolve_data_dir
-from .data import CXRData, CXRDataset, PixelCache, _atomic_write_bytes, find_dataset_root, scan
+from .data import CXRData, PixelCache, _atomic_write_bytes, find_dataset_root, scan
 from .explain import compute_cams, overlay
 from .imaging import UnreadableImageError, read_gray, resize_gray
-from .metrics import _binary_auc, macro_auc
+from .metrics import (
+    CI_METHODS,
+    COVID,
+    N_RESAMPLES,
+    apply_temperature,
+    bootstrap_ci,
+    class_metrics,
+    covid_threshold,
+    ece_interval,
+    expected_calibration_error,
+    fit_temperature,
+    macro_auc,
+    nll,
+    reliability_curve,
+    threshold_metrics,
+)
 from .regions import model_view
 from .stats import exact_interval, with_interval
-from .train import LoadedModel, load_model, pick_device, predict_proba
-
-COVID = "COVID"
-
-#: Bins of the reliability diagram and of the expected calibration error (equal width).
-N_BINS = 10
-
-#: Bootstrap resamples of every interval that has no exact formula (the macro AUC, the ECE).
-N_RESAMPLES = 1000
 
 #: Format of the prediction cache (:func:`cached_predictions`); bump when it changes.
 PREDICTIONS_CACHE_VERSION = 1
@@ -107,9 +109,14 @@ class Predictions:
         """A pandas DataFrame: path, true, predicted, confidence, correct, one ``p_<class>`` per class."""
         import pandas as pd
 
-        frame = pd.DataFrame({"path": self.paths, "true": [self.classes[i] for i in self.labels],
-                              "predicted": [self.classes[i] for i in self.predicted],
-                              "confidence": self.confidence})  # fmt: skip
+        frame = pd.DataFrame(
+            {
+                "path": self.paths,
+                "true": [self.classes[i] for i in self.labels],
+                "predicted": [self.classes[i] for i in self.predicted],
+                "confidence": self.confidence,
+            }
+        )
         for i, c in enumerate(self.classes):
             frame[f"p_{c}"] = self.probs[:, i]
         frame["correct"] = frame["true"] == frame["predicted"]
@@ -153,31 +160,12 @@ def _data_root(run_dir: Path | None, data_dir: str | os.PathLike[str] | None) ->
 def _model_labels(record_labels: list[str], loaded: LoadedModel) -> np.ndarray:
     unknown = sorted(set(record_labels) - set(loaded.classes))
     if unknown:
-        raise CXRError(f"the data has classes the model does not know: {', '.join(unknown)} "
-                       f"(the model knows {', '.join(loaded.classes)})")  # fmt: skip
+        raise CXRError(
+            f"the data has classes the model does not know: {', '.join(unknown)} "
+            f"(the model knows {', '.join(loaded.classes)})"
+        )
     lookup = {c: i for i, c in enumerate(loaded.classes)}
     return np.array([lookup[c] for c in record_labels], dtype=np.int64)
-
-
-def predict_images(loaded: LoadedModel, images: np.ndarray, *, device: str | None = None,
-                   batch_size: int = 64, progress: bool = False) -> np.ndarray:  # fmt: skip
-    """Softmax probabilities for ``uint8`` images ``(n, size, size)`` at the model's size,
-    through the checkpoint's eval transform (the code path of validation in training)."""
-    if len(images) == 0:
-        return np.zeros((0, len(loaded.classes)), np.float32)
-    size = loaded.preprocessing.img_size
-    if tuple(images.shape[1:]) != (size, size):
-        raise CXRError(f"images are {images.shape[1]}x{images.shape[2]} px, the model expects {size}x{size}")
-    dataset = CXRDataset(images, np.zeros(len(images), np.int64), transform=loaded.transform, classes=loaded.classes)
-    dev = pick_device(device)
-    before = next(loaded.model.parameters()).device
-    loaded.model.to(dev)
-    try:
-        probs, _ = predict_proba(loaded.model, DataLoader(dataset, batch_size=batch_size, shuffle=False), dev,
-                                 progress=progress)  # fmt: skip
-    finally:
-        loaded.model.to(before)  # the caller's model stays where the caller put it
-    return probs
 
 
 def predict_split(
@@ -210,13 +198,23 @@ def predict_split(
         cfg = loaded.config
         split_file = run_dir / "split.csv" if run_dir is not None else None
         saved_root = _run_data_dir(run_dir)
-        same = (split_file is not None and split_file.is_file() and saved_root is not None
-                and Path(saved_root).resolve() == find_dataset_root(root)[0])  # fmt: skip
+        same = (
+            split_file is not None
+            and split_file.is_file()
+            and saved_root is not None
+            and Path(saved_root).resolve() == find_dataset_root(root)[0]
+        )
         if split_file is not None and not same:
             notes.append("this is not the data folder the model was trained on: a fresh split was made")
-        data = CXRData.load(root, fast=cfg.fast_subset, seed=cfg.split_seed, valid_size=cfg.valid_size,
-                            test_size=cfg.test_size, split_file=split_file if same else None,
-                            progress=progress)  # fmt: skip
+        data = CXRData.load(
+            root,
+            fast=cfg.fast_subset,
+            seed=cfg.split_seed,
+            valid_size=cfg.valid_size,
+            test_size=cfg.test_size,
+            split_file=split_file if same else None,
+            progress=progress,
+        )
         records, chosen, root = data.records, data.indices(split), data.root
     if len(chosen) == 0:
         raise CXRError(f"no images to evaluate ({split} split of {root})")
@@ -231,11 +229,20 @@ def predict_split(
     prep = loaded.preprocessing
     images = model_view(images, prep.region, prep.region_source, root=root, paths=[records[i].path for i in chosen])
     if loaded.preprocessing.region != "full":
-        notes.append(f"region {loaded.preprocessing.region}: the images are blacked out as in training "
-                     f"(lung region from the {loaded.preprocessing.region_source})")  # fmt: skip
+        notes.append(
+            f"region {loaded.preprocessing.region}: the images are blacked out as in training "
+            f"(lung region from the {loaded.preprocessing.region_source})"
+        )
     probs = predict_images(loaded, images, device=device, batch_size=batch_size, progress=progress)
-    return Predictions(probs, labels, list(loaded.classes), [records[i].path for i in chosen], str(root),
-                       np.array(images) if keep_images else None, notes)  # fmt: skip
+    return Predictions(
+        probs,
+        labels,
+        list(loaded.classes),
+        [records[i].path for i in chosen],
+        str(root),
+        np.array(images) if keep_images else None,
+        notes,
+    )
 
 
 def cached_predictions(
@@ -261,20 +268,36 @@ def cached_predictions(
     st = ckpt.stat()
     root = _data_root(run_dir, data_dir)
     key = json.dumps([PREDICTIONS_CACHE_VERSION, str(ckpt.resolve()), st.st_size, st.st_mtime_ns, split, str(root)])
-    candidates = [run_dir / f"predictions-{split}.npz",
-                  cache_dir() / "predictions" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"]  # fmt: skip
+    candidates = [
+        run_dir / f"predictions-{split}.npz",
+        cache_dir() / "predictions" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz",
+    ]
     for path in candidates:
         try:
             with np.load(path, allow_pickle=False) as z:
                 if str(z["key"]) == key:
-                    return Predictions(z["probs"], z["labels"], z["classes"].tolist(), z["paths"].tolist(),
-                                       str(z["root"]), z["images"], z["notes"].tolist())  # fmt: skip
+                    return Predictions(
+                        z["probs"],
+                        z["labels"],
+                        z["classes"].tolist(),
+                        z["paths"].tolist(),
+                        str(z["root"]),
+                        z["images"],
+                        z["notes"].tolist(),
+                    )
         except (OSError, KeyError, ValueError):
             continue
     pred = predict_split(run, root, split=split, device=device, keep_images=True, progress=progress)
-    arrays = {"key": np.array(key), "probs": pred.probs, "labels": pred.labels, "classes": np.array(pred.classes),
-              "paths": np.array(pred.paths), "root": np.array(pred.root), "images": pred.images,
-              "notes": np.array(pred.notes, dtype=str)}  # fmt: skip
+    arrays = {
+        "key": np.array(key),
+        "probs": pred.probs,
+        "labels": pred.labels,
+        "classes": np.array(pred.classes),
+        "paths": np.array(pred.paths),
+        "root": np.array(pred.root),
+        "images": pred.images,
+        "notes": np.array(pred.notes, dtype=str),
+    }
     for path in candidates:
         try:
             _atomic_write_bytes(path, lambda fh: np.savez(fh, **arrays))
@@ -358,22 +381,32 @@ def predict_files(
         return [], errors
     images = np.stack(resized)
     probs = predict_images(loaded, images, device=device, batch_size=batch_size)
-    out = [FilePrediction(p, loaded.classes[int(row.argmax())], {c: float(v) for c, v in zip(loaded.classes, row)})
-           for p, row in zip(good, probs)]  # fmt: skip
+    out = [
+        FilePrediction(p, loaded.classes[int(row.argmax())], {c: float(v) for c, v in zip(loaded.classes, row)})
+        for p, row in zip(good, probs)
+    ]
     if cam_dir is not None:
         _write_cams(loaded, images, probs.argmax(axis=1), originals, out, Path(cam_dir), cam_method, batch_size)
     return out, errors
 
 
-def _write_cams(loaded: LoadedModel, images: np.ndarray, targets: np.ndarray, originals: list[np.ndarray],
-                out: list[FilePrediction], cam_dir: Path, method: str, batch_size: int) -> None:  # fmt: skip
+def _write_cams(
+    loaded: LoadedModel,
+    images: np.ndarray,
+    targets: np.ndarray,
+    originals: list[np.ndarray],
+    out: list[FilePrediction],
+    cam_dir: Path,
+    method: str,
+    batch_size: int,
+) -> None:
     from PIL import Image
 
     try:
         cam_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CXRError(f"cannot create {cam_dir}: {err.strerror or err}") from None
-    cams = compute_cams(loaded.model.cpu(), model_input(loaded, images), targets.tolist(), method, batch_size)
+    cams = compute_cams(cpu_model(loaded.model), model_input(loaded, images), targets.tolist(), method, batch_size)
     used: set[str] = set()
     for pred, original, cam in zip(out, originals, cams):
         # overlay at the file's own aspect ratio, at most 768 px on the long side
@@ -397,216 +430,7 @@ def _write_cams(loaded: LoadedModel, images: np.ndarray, targets: np.ndarray, or
         pred.cam = str(target)
 
 
-def model_input(loaded: LoadedModel, images: np.ndarray) -> torch.Tensor:
-    """``uint8`` images ``(n, size, size)`` as the normalized float tensor ``(n, 1, size, size)``."""
-    batch = torch.from_numpy(np.array(images, dtype=np.uint8))[:, None]  # a copy: the cache is read-only
-    return loaded.transform(batch).as_subclass(torch.Tensor).float()
-
-
 # --------------------------------------------------------------------------- metrics
-
-
-#: How each interval of :func:`compute_metrics` is made (``cxr evaluate`` prints it too).
-CI_METHODS = {"accuracy": "exact (Clopper-Pearson)", "sensitivity and specificity": "exact (Clopper-Pearson)",
-              "macro_auc": "stratified bootstrap"}  # fmt: skip
-
-
-def class_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, dict[str, Any]]:
-    """Sensitivity and specificity (each with its exact 95 % interval), precision, F1,
-    one-vs-rest AUC and support of each class present in ``labels`` (``nan`` where
-    undefined)."""
-    predicted = probs.argmax(axis=1)
-    out = {}
-    for c in sorted(int(k) for k in np.unique(labels)):
-        positive, flagged = labels == c, predicted == c
-        tp = int((positive & flagged).sum())
-        fn = int((positive & ~flagged).sum())
-        fp = int((~positive & flagged).sum())
-        tn = int((~positive & ~flagged).sum())
-        out[classes[c]] = {
-            "sensitivity": tp / (tp + fn),
-            "sensitivity_ci95": list(exact_interval(tp, tp + fn)),
-            "specificity": tn / (tn + fp) if tn + fp else float("nan"),
-            "specificity_ci95": list(exact_interval(tn, tn + fp)),
-            "precision": tp / (tp + fp) if tp + fp else float("nan"),
-            "f1": 2 * tp / (2 * tp + fp + fn),
-            "auc": float(roc_auc_score(positive, probs[:, c])) if tn + fp else float("nan"),
-            "support": tp + fn,
-        }
-    return out
-
-
-def bootstrap_ci(
-    probs: np.ndarray,
-    labels: np.ndarray,
-    classes: list[str],
-    *,
-    n_resamples: int = N_RESAMPLES,
-    seed: int = 0,
-    alpha: float = 0.05,
-    estimates: dict[str, float] | None = None,
-    per_class: bool = False,
-) -> dict[str, list[float]]:
-    """Stratified percentile-bootstrap ``1 - alpha`` intervals for accuracy, macro AUC and
-    COVID sensitivity; with ``per_class``, also ``sensitivity:<class>`` for every class
-    present.
-
-    Each resample draws, *within each true class*, as many images as that class has, with
-    replacement: class sizes stay fixed, as in a test set built with 100 per class.
-
-    A percentile interval need not contain the point estimate when the bootstrap
-    distribution is lopsided or collapsed (e.g. a sensitivity of 10/10, or a statistic
-    that takes a handful of values); the interval is then widened to the estimate
-    (``estimates``, default: the statistic on the original sample), so that it always
-    brackets the reported number. Undefined statistics give ``[nan, nan]``.
-    """
-    if n_resamples < 1:
-        raise CXRError("n_resamples must be at least 1")
-    rng = np.random.default_rng(seed)
-    present = sorted(int(c) for c in np.unique(labels))
-    strata = [np.flatnonzero(labels == c) for c in present]
-    y = np.concatenate([labels[s] for s in strata])  # the same for every resample
-    predicted = probs.argmax(axis=1)
-    covid = classes.index(COVID) if COVID in classes and classes.index(COVID) in present else None
-
-    def stats(idx: np.ndarray) -> dict[str, np.ndarray]:  # idx: (r, n) resampled image indices
-        pred = predicted[idx]
-        out = {"accuracy": (pred == y).mean(axis=1)}
-        if len(present) > 1:
-            out["macro_auc"] = np.mean([_binary_auc(probs[idx, c], y == c) for c in present], axis=0)
-        if covid is not None:
-            out["covid_sensitivity"] = (pred[:, y == covid] == covid).mean(axis=1)
-        if per_class:
-            for c in present:
-                out[f"sensitivity:{classes[c]}"] = (pred[:, y == c] == c).mean(axis=1)
-        return out
-
-    collected: dict[str, list[np.ndarray]] = {}
-    chunk = max(1, 2_000_000 // max(1, len(y)))  # bound memory on large folders
-    for start in range(0, n_resamples, chunk):
-        r = min(chunk, n_resamples - start)
-        idx = np.concatenate([s[rng.integers(0, len(s), size=(r, len(s)))] for s in strata], axis=1)
-        for name, values in stats(idx).items():
-            collected.setdefault(name, []).append(values)
-    point = {k: float(v[0]) for k, v in stats(np.concatenate(strata)[None]).items()}
-    point.update(estimates or {})
-    out = {}
-    names = ["accuracy", "macro_auc", "covid_sensitivity"]
-    if per_class:
-        names += [f"sensitivity:{classes[c]}" for c in present]
-    for name in names:
-        if name not in collected or not math.isfinite(point.get(name, float("nan"))):
-            out[name] = [float("nan"), float("nan")]
-            continue
-        lo, hi = np.quantile(np.concatenate(collected[name]), [alpha / 2, 1 - alpha / 2])
-        out[name] = [min(float(lo), point[name]), max(float(hi), point[name])]
-    return out
-
-
-def _bins(confidence: np.ndarray, n_bins: int) -> np.ndarray:
-    """Bin of each confidence among ``n_bins`` equal-width bins of 0..1 (1.0 in the last)."""
-    return np.clip(np.floor(confidence * n_bins).astype(np.int64), 0, n_bins - 1)
-
-
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS) -> float:
-    """ECE of the top-class confidence: the gap between confidence and accuracy in each
-    equal-width bin, weighted by the share of images in the bin."""
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == labels
-    which = _bins(confidence, n_bins)
-    ece = 0.0
-    for b in np.unique(which):
-        mask = which == b
-        ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
-    return float(ece)
-
-
-def reliability_curve(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS) -> dict[str, np.ndarray]:
-    """Per confidence bin: mean confidence, accuracy and count (for the diagram); empty
-    bins have ``nan``. The ECE is the count-weighted mean of ``|accuracy - confidence|``."""
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == labels
-    which = _bins(confidence, n_bins)
-    count = np.bincount(which, minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        conf = np.bincount(which, weights=confidence, minlength=n_bins) / count
-        acc = np.bincount(which, weights=correct.astype(float), minlength=n_bins) / count
-    return {"bin_edges": np.linspace(0, 1, n_bins + 1), "confidence": conf, "accuracy": acc, "count": count}
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x - x.max(axis=1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
-
-
-def nll(probs: np.ndarray, labels: np.ndarray) -> float:
-    """Mean negative log-likelihood of the true labels."""
-    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)).mean())
-
-
-def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """``softmax(log p / T)``, the same as ``softmax(logits / T)``: T > 1 softens, T < 1 sharpens.
-    The predicted class never changes."""
-    logits = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0))
-    return np.exp(_log_softmax(logits / temperature))
-
-
-def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature T minimizing the negative log-likelihood of ``softmax(log p / T)``
-    (Guo et al. 2017); fit it on the **validation** split, apply it to test."""
-    from scipy.optimize import minimize_scalar
-
-    logits = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0))
-    rows = np.arange(len(labels))
-
-    def loss(log_t: float) -> float:
-        return float(-_log_softmax(logits / math.exp(log_t))[rows, labels].mean())
-
-    best = minimize_scalar(loss, bounds=(math.log(0.05), math.log(20.0)), method="bounded",
-                           options={"xatol": 1e-6})  # fmt: skip
-    return float(math.exp(best.x))
-
-
-def covid_threshold(
-    probs: np.ndarray, labels: np.ndarray, classes: list[str], target_sensitivity: float = 0.95
-) -> float:
-    """The highest COVID-probability threshold whose sensitivity on these images (use the
-    validation split) is at least ``target_sensitivity``: "COVID if p(COVID) >= threshold"."""
-    if COVID not in classes:
-        raise CXRError("the model has no COVID class")
-    if not 0 < target_sensitivity <= 1:
-        raise CXRError("the target sensitivity must be in (0, 1]")
-    c = classes.index(COVID)
-    positives = np.sort(probs[labels == c, c])
-    if len(positives) == 0:
-        raise CXRError("no COVID images to choose a threshold on")
-    # flagging the positives[k:] keeps n - k of n: the largest k with (n - k) / n >= target
-    k = int(math.floor((1 - target_sensitivity) * len(positives) + 1e-9))
-    return float(positives[min(k, len(positives) - 1)])
-
-
-def threshold_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str], threshold: float) -> dict[str, float]:
-    """What "COVID if p(COVID) >= threshold" does: sensitivity, specificity, precision
-    (positive predictive value at this mix of classes) and the share of images flagged."""
-    c = classes.index(COVID)
-    flagged = probs[:, c] >= threshold
-    pos = labels == c
-    tp, fp = int((flagged & pos).sum()), int((flagged & ~pos).sum())
-    return {"threshold": float(threshold),
-            "sensitivity": tp / pos.sum() if pos.any() else float("nan"),
-            "sensitivity_ci95": list(exact_interval(tp, int(pos.sum()))), "positives": int(pos.sum()),
-            "specificity": float((~flagged[~pos]).mean()) if (~pos).any() else float("nan"),
-            "precision": tp / (tp + fp) if tp + fp else float("nan"),
-            "flagged": float(flagged.mean())}  # fmt: skip
-
-
-def ppv_at_prevalence(sensitivity: float, specificity: float, prevalence: float) -> float:
-    """Positive predictive value (the share of flagged patients who have the disease) at a
-    given prevalence, by Bayes' rule: a test set with 25 % COVID says little about a
-    clinic where 2 % of the patients have it."""
-    flagged_sick = sensitivity * prevalence
-    flagged_healthy = (1 - specificity) * (1 - prevalence)
-    return flagged_sick / (flagged_sick + flagged_healthy) if flagged_sick + flagged_healthy else float("nan")
 
 
 def operating_point(valid: Predictions, test: Predictions, target_sensitivity: float = 0.95) -> dict[str, Any]:
@@ -615,11 +439,14 @@ def operating_point(valid: Predictions, test: Predictions, target_sensitivity: f
     threshold = covid_threshold(valid.probs, valid.labels, valid.classes, target_sensitivity)
     c = test.classes.index(COVID)
     argmax_rule = threshold_metrics(np.eye(len(test.classes))[test.predicted], test.labels, test.classes, 0.5)
-    return {"target_sensitivity": target_sensitivity, "threshold": threshold,
-            "valid": threshold_metrics(valid.probs, valid.labels, valid.classes, threshold),
-            "test": threshold_metrics(test.probs, test.labels, test.classes, threshold),
-            "test_argmax": {**argmax_rule, "threshold": float("nan")},
-            "covid_index": c}  # fmt: skip
+    return {
+        "target_sensitivity": target_sensitivity,
+        "threshold": threshold,
+        "valid": threshold_metrics(valid.probs, valid.labels, valid.classes, threshold),
+        "test": threshold_metrics(test.probs, test.labels, test.classes, threshold),
+        "test_argmax": {**argmax_rule, "threshold": float("nan")},
+        "covid_index": c,
+    }
 
 
 def describe_operating_point(op: dict[str, Any]) -> str:
@@ -637,11 +464,13 @@ def describe_operating_point(op: dict[str, Any]) -> str:
         verdict = "lies wholly at or above the target"
     else:
         verdict = "includes the target, so this test split cannot tell whether the rule reaches it on new patients"
-    return (f"The threshold {op['threshold']:.3f}, chosen for {target:.0%} sensitivity on validation (where it "
-            f"reached {valid['sensitivity']:.1%}), reached {test['sensitivity']:.1%} on test, {side} the target; "
-            f"its exact 95% interval over the {test['positives']} COVID images, [{lo:.1%}, {hi:.1%}], {verdict}. "
-            f"Its test specificity is {test['specificity']:.1%}, against {argmax_rule['specificity']:.1%} for the "
-            f"arg-max rule (sensitivity {argmax_rule['sensitivity']:.1%}).")  # fmt: skip
+    return (
+        f"The threshold {op['threshold']:.3f}, chosen for {target:.0%} sensitivity on validation (where it "
+        f"reached {valid['sensitivity']:.1%}), reached {test['sensitivity']:.1%} on test, {side} the target; "
+        f"its exact 95% interval over the {test['positives']} COVID images, [{lo:.1%}, {hi:.1%}], {verdict}. "
+        f"Its test specificity is {test['specificity']:.1%}, against {argmax_rule['specificity']:.1%} for the "
+        f"arg-max rule (sensitivity {argmax_rule['sensitivity']:.1%})."
+    )
 
 
 def operating_point_table(op: dict[str, Any], digits: int = 3) -> Any:
@@ -651,56 +480,45 @@ def operating_point_table(op: dict[str, Any], digits: int = 3) -> Any:
     import pandas as pd
 
     threshold = op["threshold"]
-    rules = {"arg-max rule, test": op["test_argmax"],
-             f"p(COVID) >= {threshold:.3f}, validation": op["valid"],
-             f"p(COVID) >= {threshold:.3f}, test": op["test"]}  # fmt: skip
+    rules = {
+        "arg-max rule, test": op["test_argmax"],
+        f"p(COVID) >= {threshold:.3f}, validation": op["valid"],
+        f"p(COVID) >= {threshold:.3f}, test": op["test"],
+    }
     columns = ("sensitivity", "specificity", "precision", "flagged")
     rows = {name: {c: float(m[c]) for c in columns} for name, m in rules.items()}
     return pd.DataFrame.from_dict(rows, orient="index").round(digits)
 
 
-def describe_threshold_choice(chosen_on_valid: dict[str, Any], chosen_on_test: dict[str, Any],
-                              target_sensitivity: float) -> str:  # fmt: skip
+def describe_threshold_choice(
+    chosen_on_valid: dict[str, Any], chosen_on_test: dict[str, Any], target_sensitivity: float
+) -> str:
     """One sentence comparing, on the test split, a COVID threshold chosen on validation with
     one chosen on test (both :func:`threshold_metrics` on test): what choosing on test
     seems to gain, in sensitivity or in specificity, on the very images it was fitted to."""
     v, t = chosen_on_valid, chosen_on_test
-    head = (f"Chosen on test, the threshold {t['threshold']:.3f} reaches {t['sensitivity']:.1%} sensitivity on "
-            f"test, at least {target_sensitivity:.0%} by construction; chosen on validation, {v['threshold']:.3f} "
-            f"reaches {v['sensitivity']:.1%}")  # fmt: skip
+    head = (
+        f"Chosen on test, the threshold {t['threshold']:.3f} reaches {t['sensitivity']:.1%} sensitivity on "
+        f"test, at least {target_sensitivity:.0%} by construction; chosen on validation, {v['threshold']:.3f} "
+        f"reaches {v['sensitivity']:.1%}"
+    )
     if v["sensitivity"] < target_sensitivity:
-        return (f"{head}, below the target. On these images, choosing on test turns a missed target into a met one "
-                "(and pays for it in specificity): an optimism fitted to these COVID images, which new patients "
-                "will not share.")  # fmt: skip
+        return (
+            f"{head}, below the target. On these images, choosing on test turns a missed target into a met one "
+            "(and pays for it in specificity): an optimism fitted to these COVID images, which new patients "
+            "will not share."
+        )
     gain = round(100 * t["specificity"], 1) - round(100 * v["specificity"], 1)  # points, between the printed values
     if round(gain, 1) > 0:
-        return (f"{head}. Both reach the target, and the test-chosen threshold also looks better in specificity, "
-                f"{t['specificity']:.1%} against {v['specificity']:.1%} ({gain:+.1f} points): an optimism fitted "
-                "to these COVID images, which new patients will not share.")  # fmt: skip
-    return (f"{head}. Both reach the target with the same specificity, {v['specificity']:.1%}: here choosing on "
-            "test gained nothing, yet its number is still fitted to these images.")  # fmt: skip
-
-
-def _stratified_resamples(labels: np.ndarray, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
-    """Index arrays of ``n_resamples`` bootstrap samples drawn within each true class."""
-    rng = np.random.default_rng(seed)
-    strata = [np.flatnonzero(labels == c) for c in np.unique(labels)]
-    for _ in range(n_resamples):
-        yield np.concatenate([s[rng.integers(0, len(s), len(s))] for s in strata])
-
-
-def ece_interval(probs: np.ndarray, labels: np.ndarray, *, n_resamples: int = N_RESAMPLES, seed: int = 0,
-                 alpha: float = 0.05, versus: np.ndarray | None = None) -> list[float]:  # fmt: skip
-    """Stratified percentile-bootstrap interval of the :func:`expected_calibration_error`
-    (images resampled within each true class). With a few hundred images the ECE is noisy,
-    and this interval says how noisy. With ``versus`` (other probabilities for the same
-    images), the interval of the *change* ``ECE(probs) - ECE(versus)``, paired: both are
-    computed on the same resamples, as two models on the same images must be compared."""
-    values = [expected_calibration_error(probs[idx], labels[idx])
-              - (expected_calibration_error(versus[idx], labels[idx]) if versus is not None else 0.0)
-              for idx in _stratified_resamples(labels, n_resamples, seed)]  # fmt: skip
-    lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
-    return [float(lo), float(hi)]
+        return (
+            f"{head}. Both reach the target, and the test-chosen threshold also looks better in specificity, "
+            f"{t['specificity']:.1%} against {v['specificity']:.1%} ({gain:+.1f} points): an optimism fitted "
+            "to these COVID images, which new patients will not share."
+        )
+    return (
+        f"{head}. Both reach the target with the same specificity, {v['specificity']:.1%}: here choosing on "
+        "test gained nothing, yet its number is still fitted to these images."
+    )
 
 
 def calibration(valid: Predictions, test: Predictions, *, n_resamples: int = N_RESAMPLES) -> dict[str, Any]:
@@ -708,16 +526,19 @@ def calibration(valid: Predictions, test: Predictions, *, n_resamples: int = N_R
     curves on ``test`` before and after scaling."""
     t = fit_temperature(valid.probs, valid.labels)
     scaled = apply_temperature(test.probs, t)
-    return {"temperature": t,
-            "ece_before": expected_calibration_error(test.probs, test.labels),
-            "ece_after": expected_calibration_error(scaled, test.labels),
-            "ece_before_ci95": ece_interval(test.probs, test.labels, n_resamples=n_resamples),
-            "ece_after_ci95": ece_interval(scaled, test.labels, n_resamples=n_resamples),
-            "ece_change_ci95": ece_interval(scaled, test.labels, n_resamples=n_resamples, versus=test.probs),
-            "nll_before": nll(test.probs, test.labels), "nll_after": nll(scaled, test.labels),
-            "curve_before": reliability_curve(test.probs, test.labels),
-            "curve_after": reliability_curve(scaled, test.labels),
-            "test_scaled": test.with_probs(scaled)}  # fmt: skip
+    return {
+        "temperature": t,
+        "ece_before": expected_calibration_error(test.probs, test.labels),
+        "ece_after": expected_calibration_error(scaled, test.labels),
+        "ece_before_ci95": ece_interval(test.probs, test.labels, n_resamples=n_resamples),
+        "ece_after_ci95": ece_interval(scaled, test.labels, n_resamples=n_resamples),
+        "ece_change_ci95": ece_interval(scaled, test.labels, n_resamples=n_resamples, versus=test.probs),
+        "nll_before": nll(test.probs, test.labels),
+        "nll_after": nll(scaled, test.labels),
+        "curve_before": reliability_curve(test.probs, test.labels),
+        "curve_after": reliability_curve(scaled, test.labels),
+        "test_scaled": test.with_probs(scaled),
+    }
 
 
 def _lean(temperature: float) -> int:
@@ -743,20 +564,24 @@ def describe_calibration(cal: dict[str, Any]) -> str:
     probabilities, whether the test ECE went down or up, with its intervals, and whether
     the paired interval of the change excludes 0."""
     t = cal["temperature"]
-    direction = {1: "softened (the model was over-confident on validation)",
-                 -1: "sharpened (the model was under-confident on validation)",
-                 0: "left the probabilities almost as they were"}[_lean(t)]  # fmt: skip
+    direction = {
+        1: "softened (the model was over-confident on validation)",
+        -1: "sharpened (the model was under-confident on validation)",
+        0: "left the probabilities almost as they were",
+    }[_lean(t)]
     before, after = cal["ece_before"], cal["ece_after"]
     (b_lo, b_hi), (a_lo, a_hi) = cal["ece_before_ci95"], cal["ece_after_ci95"]
     moved = "lowered" if after < before else "raised" if after > before else "left"
     # the same images before and after: a paired interval of the change, not overlapping intervals
     c_lo, c_hi = cal["ece_change_ci95"]
-    change = (f"the paired bootstrap interval of the change, [{c_lo:+.3f}, {c_hi:+.3f}], "
-              + ("includes 0, so this test split cannot tell the change apart from noise" if c_lo <= 0 <= c_hi
-                 else "excludes 0"))  # fmt: skip
-    return (f"T = {t:.2f} {direction}; it {moved} the test ECE from {before:.3f} [{b_lo:.3f}, {b_hi:.3f}] to "
-            f"{after:.3f} [{a_lo:.3f}, {a_hi:.3f}] (bootstrap 95% intervals), and the test NLL from "
-            f"{cal['nll_before']:.3f} to {cal['nll_after']:.3f}; {change}.")  # fmt: skip
+    change = f"the paired bootstrap interval of the change, [{c_lo:+.3f}, {c_hi:+.3f}], " + (
+        "includes 0, so this test split cannot tell the change apart from noise" if c_lo <= 0 <= c_hi else "excludes 0"
+    )
+    return (
+        f"T = {t:.2f} {direction}; it {moved} the test ECE from {before:.3f} [{b_lo:.3f}, {b_hi:.3f}] to "
+        f"{after:.3f} [{a_lo:.3f}, {a_hi:.3f}] (bootstrap 95% intervals), and the test NLL from "
+        f"{cal['nll_before']:.3f} to {cal['nll_after']:.3f}; {change}."
+    )
 
 
 def describe_temperature_effect(before: Predictions, after: Predictions) -> str:
@@ -765,28 +590,40 @@ def describe_temperature_effect(before: Predictions, after: Predictions) -> str:
     largest change of a one-vs-rest AUC (at four decimals, as a page prints them)."""
     changed = int((after.predicted != before.predicted).sum())
     acc_before, acc_after = float(before.correct.mean()), float(after.correct.mean())
-    accuracy = (f"the accuracy stayed at {acc_before:.4f}" if acc_before == acc_after
-                else f"the accuracy went from {acc_before:.4f} to {acc_after:.4f}")  # fmt: skip
+    accuracy = (
+        f"the accuracy stayed at {acc_before:.4f}"
+        if acc_before == acc_after
+        else f"the accuracy went from {acc_before:.4f} to {acc_after:.4f}"
+    )
     auc_before = class_metrics(before.probs, before.labels, before.classes)
     auc_after = class_metrics(after.probs, after.labels, after.classes)
-    moves = {c: auc_after[c]["auc"] - m["auc"] for c, m in auc_before.items()
-             if math.isfinite(m["auc"]) and math.isfinite(auc_after[c]["auc"])}  # fmt: skip
+    moves = {
+        c: auc_after[c]["auc"] - m["auc"]
+        for c, m in auc_before.items()
+        if math.isfinite(m["auc"]) and math.isfinite(auc_after[c]["auc"])
+    }
     head = f"{changed} of {len(before)} predicted classes changed and {accuracy}"
     # a change counts when the two values differ as the page prints them (four decimals)
     printed = {c: abs(round(auc_after[c]["auc"], 4) - round(auc_before[c]["auc"], 4)) for c in moves}
     largest = max(moves, key=lambda c: (printed[c], abs(moves[c]))) if moves else None
     if largest is None or printed[largest] == 0:
         return f"{head}; no one-vs-rest AUC changed at four decimals."
-    return (f"{head}; the one-vs-rest AUCs moved by at most {abs(moves[largest]):.4f} ({largest}: "
-            f"{auc_before[largest]['auc']:.4f} -> {auc_after[largest]['auc']:.4f}).")  # fmt: skip
+    return (
+        f"{head}; the one-vs-rest AUCs moved by at most {abs(moves[largest]):.4f} ({largest}: "
+        f"{auc_before[largest]['auc']:.4f} -> {auc_after[largest]['auc']:.4f})."
+    )
 
 
 def top_confusions(metrics: dict[str, Any], k: int = 3) -> list[tuple[str, str, int]]:
     """The ``k`` most frequent errors of :func:`compute_metrics`' confusion matrix, as
     ``(true class, predicted class, count)``, most frequent first (ties in class order)."""
     cm = metrics["confusion_matrix"]
-    errors = [(true, pred, count) for i, (true, row) in enumerate(zip(cm["labels"], cm["matrix"]))
-              for j, (pred, count) in enumerate(zip(cm["labels"], row)) if i != j and count > 0]  # fmt: skip
+    errors = [
+        (true, pred, count)
+        for i, (true, row) in enumerate(zip(cm["labels"], cm["matrix"]))
+        for j, (pred, count) in enumerate(zip(cm["labels"], row))
+        if i != j and count > 0
+    ]
     return sorted(errors, key=lambda e: -e[2])[:k]
 
 
@@ -810,9 +647,11 @@ def describe_class_pair(metrics: dict[str, Any], cls: str, other: str) -> str:
         return f"No {' or '.join(missing)} image in this split: nothing to read about {cls} and {other}."
     i, j = cm["labels"].index(cls), cm["labels"].index(other)
     matrix = cm["matrix"]
-    return (f"{cls}: one-vs-rest AUC {per_class[cls]['auc']:.3f}; {matrix[j][i]} of {per_class[other]['support']} "
-            f"{other} test images called {cls}, and {matrix[i][j]} of {per_class[cls]['support']} {cls} images "
-            f"called {other}.")  # fmt: skip
+    return (
+        f"{cls}: one-vs-rest AUC {per_class[cls]['auc']:.3f}; {matrix[j][i]} of {per_class[other]['support']} "
+        f"{other} test images called {cls}, and {matrix[i][j]} of {per_class[cls]['support']} {cls} images "
+        f"called {other}."
+    )
 
 
 def read_confusion_pairs(pairs: Any) -> str:
@@ -824,21 +663,28 @@ def read_confusion_pairs(pairs: Any) -> str:
 
     def pair(key: Any) -> str:
         count = int(pairs.loc[key, "count"])
-        return (f"{key[0]} -> {key[1]}, {count} mistake{'s' if count != 1 else ''} at mean confidence "
-                f"{pairs.loc[key, 'mean']:.2f}")  # fmt: skip
+        return (
+            f"{key[0]} -> {key[1]}, {count} mistake{'s' if count != 1 else ''} at mean confidence "
+            f"{pairs.loc[key, 'mean']:.2f}"
+        )
 
     frequent = pairs["count"].sort_values(ascending=False, kind="stable").index[0]
     confident = pairs["mean"].idxmax()
     text = f"Most frequent: {pair(frequent)}"
-    text += ("; it is also the most confident pair." if tuple(confident) == tuple(frequent)
-             else f"; most confident: {pair(confident)}.")  # fmt: skip
+    text += (
+        "; it is also the most confident pair."
+        if tuple(confident) == tuple(frequent)
+        else f"; most confident: {pair(confident)}."
+    )
     missed = (COVID, "Normal")
     if missed in (tuple(frequent), tuple(confident)):
         text += " COVID films called Normal are missed patients."
     elif missed in pairs.index:
         count = int(pairs.loc[missed, "count"])
-        text += (f" COVID films called Normal (missed patients): {count}, at mean confidence "
-                 f"{pairs.loc[missed, 'mean']:.2f}.")  # fmt: skip
+        text += (
+            f" COVID films called Normal (missed patients): {count}, at mean confidence "
+            f"{pairs.loc[missed, 'mean']:.2f}."
+        )
     else:
         text += " No COVID film was called Normal."
     return text
@@ -869,8 +715,9 @@ def compute_metrics(pred: Predictions, *, n_resamples: int = N_RESAMPLES, seed: 
         "confusion_matrix": {"labels": [classes[c] for c in shown], "matrix": matrix.tolist()},
     }
     # proportions get exact intervals; the AUC, which has no such formula, the bootstrap
-    auc_ci = bootstrap_ci(probs, labels, classes, n_resamples=n_resamples, seed=seed,
-                          estimates={"macro_auc": metrics["macro_auc"]})["macro_auc"]  # fmt: skip
+    auc_ci = bootstrap_ci(
+        probs, labels, classes, n_resamples=n_resamples, seed=seed, estimates={"macro_auc": metrics["macro_auc"]}
+    )["macro_auc"]
     covid = per_class.get(COVID)
     metrics["ci95"] = {
         "accuracy": list(exact_interval(int((predicted == labels).sum()), len(labels))),
@@ -888,11 +735,17 @@ def per_class_table(metrics: dict[str, Any], digits: int = 3) -> Any:
     F1 and AUC rounded to ``digits``, and the number of images of the class."""
     import pandas as pd
 
-    rows = {name: {"sensitivity [95% CI]": with_interval(m["sensitivity"], m["sensitivity_ci95"], digits),
-                   "specificity [95% CI]": with_interval(m["specificity"], m["specificity_ci95"], digits),
-                   "precision": round(m["precision"], digits), "F1": round(m["f1"], digits),
-                   "AUC": round(m["auc"], digits), "images": int(m["support"])}
-            for name, m in metrics["per_class"].items()}  # fmt: skip
+    rows = {
+        name: {
+            "sensitivity [95% CI]": with_interval(m["sensitivity"], m["sensitivity_ci95"], digits),
+            "specificity [95% CI]": with_interval(m["specificity"], m["specificity_ci95"], digits),
+            "precision": round(m["precision"], digits),
+            "F1": round(m["f1"], digits),
+            "AUC": round(m["auc"], digits),
+            "images": int(m["support"]),
+        }
+        for name, m in metrics["per_class"].items()
+    }
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -908,14 +761,18 @@ def describe_interval_widths(metrics: dict[str, Any], cls: str = COVID) -> str:
     accuracy = hi - lo
     sens = m["sensitivity_ci95"][1] - m["sensitivity_ci95"][0]
     positives = m["support"]
-    text = (f"Widths of the exact 95% intervals: accuracy {accuracy:.3f}, over all {n} images; {cls} sensitivity "
-            f"{sens:.3f}, over its {positives} {cls} images ({sens / accuracy:.1f} times the accuracy's)")  # fmt: skip
+    text = (
+        f"Widths of the exact 95% intervals: accuracy {accuracy:.3f}, over all {n} images; {cls} sensitivity "
+        f"{sens:.3f}, over its {positives} {cls} images ({sens / accuracy:.1f} times the accuracy's)"
+    )
     others = n - positives
     if others == 0:
         return text + "."
     spec = m["specificity_ci95"][1] - m["specificity_ci95"][0]
-    return (f"{text}; {cls} specificity {spec:.3f}, over the {others} images of the other classes "
-            f"({spec / accuracy:.1f} times).")  # fmt: skip
+    return (
+        f"{text}; {cls} specificity {spec:.3f}, over the {others} images of the other classes "
+        f"({spec / accuracy:.1f} times)."
+    )
 
 
 def describe_class_sizes(pred: Predictions) -> str:

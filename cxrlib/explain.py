@@ -26,7 +26,7 @@ Every map is at input resolution and scaled to 0..1 per image (a map with no pos
 evidence is all zeros).
 
 Lung region: :func:`lung_region` uses the data's lung masks when present; otherwise the
-documented central-chest box :data:`cxrlib.data.CHEST_BOX` (rows 10 %-85 %, columns
+documented central-chest box :data:`cxrlib.regions.CHEST_BOX` (rows 10 %-85 %, columns
 12 %-88 % of the image), which on a well-framed PA film covers both lungs and the heart
 but not the shoulders, neck, corner markers or the area below the diaphragm.
 """
@@ -52,8 +52,15 @@ class SignedEigenCAM(EigenCAM):
     """EigenCAM whose principal component is oriented so that its largest magnitude is
     positive (pytorch-grad-cam's EigenCAM keeps the SVD's arbitrary sign)."""
 
-    def get_cam_image(self, input_tensor: Any, target_layer: Any, target_category: Any, activations: Any,
-                      grads: Any, eigen_smooth: bool) -> np.ndarray:  # fmt: skip
+    def get_cam_image(
+        self,
+        input_tensor: Any,
+        target_layer: Any,
+        target_category: Any,
+        activations: Any,
+        grads: Any,
+        eigen_smooth: bool,
+    ) -> np.ndarray:
         return get_2d_projection_with_sign_correction(activations)
 
 
@@ -115,8 +122,10 @@ class CamExplainer:
         if images.ndim != 4:
             raise CXRError(f"expected images of shape (n, channels, H, W), got {tuple(images.shape)}")
         targets = None if target_classes is None else [ClassifierOutputTarget(int(c)) for c in target_classes]
-        handles = [self.model.register_forward_pre_hook(_grad_off),
-                   self.target_layer.register_forward_pre_hook(_detach_input)]  # fmt: skip
+        handles = [
+            self.model.register_forward_pre_hook(_grad_off),
+            self.target_layer.register_forward_pre_hook(_detach_input),
+        ]
         try:
             with torch.enable_grad():  # also restores the mode if the forward pass fails
                 cams = self._cam(input_tensor=images, targets=targets)
@@ -137,8 +146,14 @@ class CamExplainer:
         self.close()
 
 
-def compute_cams(model: nn.Module, images: torch.Tensor, target_classes: Sequence[int] | None = None,
-                 method: str = "gradcam", batch_size: int = 32, layer: str = "layer4") -> np.ndarray:  # fmt: skip
+def compute_cams(
+    model: nn.Module,
+    images: torch.Tensor,
+    target_classes: Sequence[int] | None = None,
+    method: str = "gradcam",
+    batch_size: int = 32,
+    layer: str = "layer4",
+) -> np.ndarray:
     """CAMs for a stack of prepared images ``(n, 1, H, W)``, in batches: ``(n, H, W)`` in 0..1.
     ``layer``: the stage read (:data:`cxrlib.models.CAM_LAYERS`)."""
     out = []
@@ -180,13 +195,20 @@ def manual_gradcam(model: nn.Module, image: torch.Tensor, target_class: int) -> 
     weights = gradients.mean(dim=(1, 2))  # one number per channel
     weighted = (weights[:, None, None] * activations).sum(dim=0)
     relu = weighted.clamp_min(0)
-    up = torch.nn.functional.interpolate(relu[None, None], size=image.shape[-2:], mode="bilinear",
-                                         align_corners=False)[0, 0]  # fmt: skip
+    up = torch.nn.functional.interpolate(relu[None, None], size=image.shape[-2:], mode="bilinear", align_corners=False)[
+        0, 0
+    ]
     up = up - up.min()
     up = up / (up.max() + 1e-7)
-    return {"activations": activations.numpy(), "gradients": gradients.numpy(), "weights": weights.numpy(),
-            "weighted_sum": weighted.numpy(), "relu": relu.numpy(), "cam": up.numpy(),
-            "score": float(scores[0, target_class].detach())}  # fmt: skip
+    return {
+        "activations": activations.numpy(),
+        "gradients": gradients.numpy(),
+        "weights": weights.numpy(),
+        "weighted_sum": weighted.numpy(),
+        "relu": relu.numpy(),
+        "cam": up.numpy(),
+        "score": float(scores[0, target_class].detach()),
+    }
 
 
 def cam_inside_fraction(cams: np.ndarray, regions: np.ndarray) -> np.ndarray:
@@ -231,15 +253,17 @@ def describe_examples(examples: dict[int, dict[str, list[int]]], classes: Sequen
         for kind in ("right", "wrong"):
             k = len(found[kind])
             if k < n:
-                gaps.append(f"{'no' if k == 0 else f'only {k}'} {kind} prediction{'s' if k > 1 else ''} "
-                            f"of {classes[c]}")  # fmt: skip
+                gaps.append(
+                    f"{'no' if k == 0 else f'only {k}'} {kind} prediction{'s' if k > 1 else ''} of {classes[c]}"
+                )
     if not gaps:
         return f"Every class has at least {n} right and {n} wrong predictions: no cell is empty."
     return "Empty cells: " + "; ".join(gaps) + "."
 
 
-def read_inside_shares(inside: np.ndarray, area: float, region: str = "central-chest box",
-                       map_side: int | None = None) -> str:  # fmt: skip
+def read_inside_shares(
+    inside: np.ndarray, area: float, region: str = "central-chest box", map_side: int | None = None
+) -> str:
     """One sentence reading a few maps' inside shares (:func:`cam_inside_fraction`) against
     ``area``, the share a uniform map would put inside the region: each share, and how many
     lie above and below the uniform map's (at whole percent, as printed). ``map_side``: the
@@ -253,9 +277,11 @@ def read_inside_shares(inside: np.ndarray, area: float, region: str = "central-c
     grid = f" Each map has {map_side}x{map_side} cells." if map_side else ""
     if len(shown) < len(values):
         grid += f" {len(values) - len(shown)} map(s) without positive evidence are left out."
-    return (f"Inside the {region}: {', '.join(f'{v}%' for v in shown)} of the maps' energy, against {uniform}% for a "
-            f"uniform map: {above} of {len(shown)} above it, {below} below, {len(shown) - above - below} level."
-            f"{grid}")  # fmt: skip
+    return (
+        f"Inside the {region}: {', '.join(f'{v}%' for v in shown)} of the maps' energy, against {uniform}% for a "
+        f"uniform map: {above} of {len(shown)} above it, {below} below, {len(shown) - above - below} level."
+        f"{grid}"
+    )
 
 
 def overlay(image: Any, cam: np.ndarray, *, alpha: float = 0.45) -> np.ndarray:
@@ -289,8 +315,13 @@ def randomize_top_layers(model: nn.Module, upto: str = "layer4", seed: int = 0) 
     return clone.eval()
 
 
-def method_agreement(model: nn.Module, images: torch.Tensor, target_classes: Sequence[int],
-                     methods: Sequence[str] = tuple(CAM_METHODS), layer: str = "layer4") -> Any:  # fmt: skip
+def method_agreement(
+    model: nn.Module,
+    images: torch.Tensor,
+    target_classes: Sequence[int],
+    methods: Sequence[str] = tuple(CAM_METHODS),
+    layer: str = "layer4",
+) -> Any:
     """Each method's maps against Grad-CAM's at one ``layer``, for the same images and
     classes: the mean Spearman rank correlation and the largest pixel difference
     (:func:`agreement_table`).
@@ -305,8 +336,9 @@ def method_agreement(model: nn.Module, images: torch.Tensor, target_classes: Seq
     part ways.
     """
     reference = compute_cams(model, images, target_classes, "gradcam", layer=layer)
-    maps = {m: reference if m == "gradcam" else compute_cams(model, images, target_classes, m, layer=layer)
-            for m in methods}  # fmt: skip
+    maps = {
+        m: reference if m == "gradcam" else compute_cams(model, images, target_classes, m, layer=layer) for m in methods
+    }
     return agreement_table(maps, layer=layer, reference=reference)
 
 
@@ -328,8 +360,14 @@ def agreement_table(maps: dict[str, np.ndarray], layer: str = "layer4", referenc
         stack = np.asarray(stack, dtype=float)
         stack = stack[None] if stack.ndim == 2 else stack
         rho = [_spearman(a, b) for a, b in zip(reference, stack)]
-        rows.append({"method": m, "layer": layer, "mean Spearman with gradcam": float(np.nanmean(rho)),
-                     "largest pixel difference": float(np.abs(stack - reference).max())})  # fmt: skip
+        rows.append(
+            {
+                "method": m,
+                "layer": layer,
+                "mean Spearman with gradcam": float(np.nanmean(rho)),
+                "largest pixel difference": float(np.abs(stack - reference).max()),
+            }
+        )
     return pd.DataFrame(rows).set_index("method")
 
 
@@ -340,11 +378,16 @@ def read_agreement(agreement: Any, same_below: float = 1e-4) -> str:
     layer = str(agreement["layer"].iloc[0])
     others = agreement.drop(index="gradcam", errors="ignore")
     same = [m for m, row in others.iterrows() if row["largest pixel difference"] < same_below]
-    differ = [f"{m} (Spearman {row['mean Spearman with gradcam']:.2f}, largest pixel difference "
-              f"{row['largest pixel difference']:.2f})" for m, row in others.iterrows()
-              if row["largest pixel difference"] >= same_below]  # fmt: skip
-    return (f"At {layer}: the same map as Grad-CAM: {', '.join(same) or 'no method'}; a different map: "
-            f"{', '.join(differ) or 'no method'}.")  # fmt: skip
+    differ = [
+        f"{m} (Spearman {row['mean Spearman with gradcam']:.2f}, largest pixel difference "
+        f"{row['largest pixel difference']:.2f})"
+        for m, row in others.iterrows()
+        if row["largest pixel difference"] >= same_below
+    ]
+    return (
+        f"At {layer}: the same map as Grad-CAM: {', '.join(same) or 'no method'}; a different map: "
+        f"{', '.join(differ) or 'no method'}."
+    )
 
 
 def read_method_checks(similarity: dict[str, float], reference: str = "gradcam") -> str:
@@ -361,8 +404,7 @@ def read_method_checks(similarity: dict[str, float], reference: str = "gradcam")
         same = [m for m, v in values.items() if m != reference and v == values[reference]]
         text += f" The same as {reference}'s: {', '.join(same) or 'no method'}."
     worst = max(values, key=values.get)  # type: ignore[arg-type]
-    return (f"{text} The worst pass, whose maps depend least on the randomized weights: {worst} "
-            f"({values[worst]:.2f}).")  # fmt: skip
+    return f"{text} The worst pass, whose maps depend least on the randomized weights: {worst} ({values[worst]:.2f})."
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -379,9 +421,15 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a.ravel(), b.ravel()).statistic)
 
 
-def sanity_check(model: nn.Module, images: torch.Tensor, target_classes: Sequence[int] | None = None,
-                 method: str = "gradcam", upto: str = "layer4", seed: int = 0,
-                 trained: np.ndarray | None = None) -> dict[str, Any]:  # fmt: skip
+def sanity_check(
+    model: nn.Module,
+    images: torch.Tensor,
+    target_classes: Sequence[int] | None = None,
+    method: str = "gradcam",
+    upto: str = "layer4",
+    seed: int = 0,
+    trained: np.ndarray | None = None,
+) -> dict[str, Any]:
     """Compare CAMs of the trained model with CAMs of the same model after randomizing its
     top layers (down to ``upto``). Returns per-image Spearman rank correlations
     (``spearman``), their mean (``mean_spearman``) and both sets of maps.
@@ -406,16 +454,24 @@ def sanity_check(model: nn.Module, images: torch.Tensor, target_classes: Sequenc
     return {"spearman": rho, "mean_abs_spearman": mean, "trained": trained, "randomized": randomized, "upto": upto}
 
 
-def sanity_cascade(model: nn.Module, images: torch.Tensor, target_classes: Sequence[int] | None = None,
-                   method: str = "gradcam", seed: int = 0, depth: int = 4) -> dict[str, float]:  # fmt: skip
+def sanity_cascade(
+    model: nn.Module,
+    images: torch.Tensor,
+    target_classes: Sequence[int] | None = None,
+    method: str = "gradcam",
+    seed: int = 0,
+    depth: int = 4,
+) -> dict[str, float]:
     """Mean absolute Spearman similarity after randomizing ``fc``, then ``fc`` + ``layer4``,
     and so on for ``depth`` steps of :data:`TOP_DOWN`: ``{deepest part randomized: similarity}``."""
     if target_classes is None:
         with torch.no_grad():
             target_classes = model.eval()(images).argmax(dim=1).tolist()
     trained = compute_cams(model, images, target_classes, method)
-    return {part: sanity_check(model, images, target_classes, method, part, seed, trained)["mean_abs_spearman"]
-            for part in TOP_DOWN[:depth]}  # fmt: skip
+    return {
+        part: sanity_check(model, images, target_classes, method, part, seed, trained)["mean_abs_spearman"]
+        for part in TOP_DOWN[:depth]
+    }
 
 
 def read_cascade(cascade: dict[str, float]) -> str:
@@ -437,6 +493,9 @@ def read_cascade(cascade: dict[str, float]) -> str:
     lowest = int(np.argmin(values)) if len(runs) > 1 and values.count(min(values)) == 1 else None
     mark = {k: " (its lowest)" if k == lowest else "" for k in range(len(values))}
     text = f"Mean absolute Spearman similarity {values[0]:.2f} with {parts[0]} randomized{mark[0]}"
-    moves = [f"{'stayed at' if step == 'stayed' else step + ' to'} {values[k]:.2f} with everything down to "
-             f"{parts[k]} randomized{mark[k]}" for step, k in runs]  # fmt: skip
+    moves = [
+        f"{'stayed at' if step == 'stayed' else step + ' to'} {values[k]:.2f} with everything down to "
+        f"{parts[k]} randomized{mark[k]}"
+        for step, k in runs
+    ]
     return text + ("; it " + ", then ".join(moves) if moves else "") + "."

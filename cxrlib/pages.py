@@ -15,6 +15,7 @@ stays true in both modes and on every data folder.
 from __future__ import annotations
 
 import html
+import inspect
 import math
 import os
 import warnings
@@ -23,13 +24,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from IPython.display import Code
 from torch import nn
 
 from .config import CXRError, get_settings, resolve_data_dir
 from .data import CXRData, scan
 from .models import NARROW, PretrainedUnavailableError, build_model, n_weights
+from .recipe import TrainConfig, preset
+from .runs import ensure_run
 from .stats import with_interval as with_interval  # the book pastes intervals as pages.with_interval
-from .train import TrainConfig, ensure_run, preset
 from .transforms import IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD
 from .trust import naive_split_leakage
 
@@ -67,8 +70,14 @@ def chapter_run(data_dir: str | os.PathLike[str] | None = None) -> Path:
     return ensure_run(config, f"ch03-{config.preset}", data_dir=data_dir)
 
 
-def build_note_text(config: TrainConfig, data_name: str | None = None, *, data_size: str | None = None,
-                    class_counts: dict[str, int] | None = None, subject: str = "This page") -> tuple[str, str]:  # fmt: skip
+def build_note_text(
+    config: TrainConfig,
+    data_name: str | None = None,
+    *,
+    data_size: str | None = None,
+    class_counts: dict[str, int] | None = None,
+    subject: str = "This page",
+) -> tuple[str, str]:
     """``(title, sentence)`` saying which mode, recipe and data made ``subject``'s numbers.
 
     ``data_size`` (e.g. "2,548 images, a sample of 12% of the database's 21,165", from
@@ -79,19 +88,28 @@ def build_note_text(config: TrainConfig, data_name: str | None = None, *, data_s
     the note stands for every page (the introduction, the model card).
     """
     folder = f"the data folder `{data_name}`" + (f" ({data_size})" if data_size else "") if data_name else ""
-    budget = (f"{config.epochs} epochs of {config.epoch_images:,} images" if config.epoch_images
-              else f"{config.epochs} passes over the training split")  # fmt: skip
+    budget = (
+        f"{config.epochs} epochs of {config.epoch_images:,} images"
+        if config.epoch_images
+        else f"{config.epochs} passes over the training split"
+    )
     if config.fast_subset:
         settings = get_settings(fast=True)
         limit = settings.per_class_limit
         capped = {name: min(n, limit) if limit else n for name, n in class_counts.items()} if class_counts else None
-        return ("Fast mode", f"{subject} was built with a toy model: the `{config.preset}` recipe, "
-                f"{config.img_size}-px images, at most {limit} images per class "
-                f"({fast_split_sizes(settings.valid_size, settings.test_size, capped)})"
-                f"{' from ' + folder if folder else ''}, {budget}. Its numbers teach the mechanics, not the results: "
-                "they say nothing about what the method achieves. Unset `CXR_FAST` to rebuild it in full mode.")  # fmt: skip
-    return ("Full mode", f"{subject} was built with the `{config.preset}` recipe: {config.arch}, "
-            f"{config.img_size}-px images, {budget}{', on ' + folder if folder else ''}.")  # fmt: skip
+        return (
+            "Fast mode",
+            f"{subject} was built with a toy model: the `{config.preset}` recipe, "
+            f"{config.img_size}-px images, at most {limit} images per class "
+            f"({fast_split_sizes(settings.valid_size, settings.test_size, capped)})"
+            f"{' from ' + folder if folder else ''}, {budget}. Its numbers teach the mechanics, not the results: "
+            "they say nothing about what the method achieves. Unset `CXR_FAST` to rebuild it in full mode.",
+        )
+    return (
+        "Full mode",
+        f"{subject} was built with the `{config.preset}` recipe: {config.arch}, "
+        f"{config.img_size}-px images, {budget}{', on ' + folder if folder else ''}.",
+    )
 
 
 def _data_folder() -> tuple[str | None, str | None, dict[str, int] | None]:
@@ -115,8 +133,9 @@ def describe_build(config: TrainConfig | None = None) -> str:
     """The build note as one plain sentence for pages that stand for the whole book (the
     introduction, the model card): "Full mode: This copy of the book was built with ..."."""
     name, size, counts = _data_folder()
-    title, sentence = build_note_text(config or chapter_config(), name, data_size=size, class_counts=counts,
-                                      subject="This copy of the book")  # fmt: skip
+    title, sentence = build_note_text(
+        config or chapter_config(), name, data_size=size, class_counts=counts, subject="This copy of the book"
+    )
     return f"{title}: {sentence.replace('`', '')}"
 
 
@@ -171,20 +190,28 @@ def describe_model_start(config: TrainConfig | None = None, *, trained_here: boo
     n_total = n_weights(model)
     n_classifier = n_weights(classifier)
     described = "" if trained_here else " (described here, not trained on this page)"
-    network = (f"The `{config.preset}` recipe's network{described}, {config.arch}: {n_total:,} weights, "
-               f"{n_classifier:,} of them in the new {classifier.out_features}-class classifier; its first layer maps "
-               f"1 gray channel to {first_layer.out_channels} filters.")  # fmt: skip
+    network = (
+        f"The `{config.preset}` recipe's network{described}, {config.arch}: {n_total:,} weights, "
+        f"{n_classifier:,} of them in the new {classifier.out_features}-class classifier; its first layer maps "
+        f"1 gray channel to {first_layer.out_channels} filters."
+    )
     trains = "training fine-tunes" if trained_here else "training would fine-tune"
     if used:
-        start = ("ImageNet weights used: True. The first layer's 3 colour filters were summed into 1 gray filter, "
-                 f"the classifier is new, and {trains} everything.")  # fmt: skip
+        start = (
+            "ImageNet weights used: True. The first layer's 3 colour filters were summed into 1 gray filter, "
+            f"the classifier is new, and {trains} everything."
+        )
     elif wanted and not trained_here:
-        start = (f"ImageNet weights used: False; the recipe would start from ImageNet weights when they can be "
-                 f"downloaded, and {NO_IMAGENET_ACCESS}.")  # fmt: skip
+        start = (
+            f"ImageNet weights used: False; the recipe would start from ImageNet weights when they can be "
+            f"downloaded, and {NO_IMAGENET_ACCESS}."
+        )
     else:
         scratch = "is trained" if trained_here else "would be trained"
-        start = (f"ImageNet weights used: False; {why_not}, so the network starts from random weights and {scratch} "
-                 "from scratch: nothing is kept, everything is learnt from the X-rays.")  # fmt: skip
+        start = (
+            f"ImageNet weights used: False; {why_not}, so the network starts from random weights and {scratch} "
+            "from scratch: nothing is kept, everything is learnt from the X-rays."
+        )
     return model, f"{network} {start}"
 
 
@@ -195,11 +222,15 @@ def describe_normalization(config: TrainConfig | None = None) -> str:
     config = config or chapter_config()
     _, used, why_not, _ = _start_weights(config)
     if used:
-        return (f"This build's recipe (`{config.preset}`, {config.arch}) starts from ImageNet weights, so it "
-                f"normalizes with the gray version of ImageNet's statistics (mean {IMAGENET_GRAY_MEAN:.3f}, "
-                f"std {IMAGENET_GRAY_STD:.3f}).")  # fmt: skip
-    return (f"This build's recipe (`{config.preset}`, {config.arch}) starts from random weights (ImageNet weights: "
-            f"{why_not}), so it normalizes with the mean and standard deviation of its training images.")  # fmt: skip
+        return (
+            f"This build's recipe (`{config.preset}`, {config.arch}) starts from ImageNet weights, so it "
+            f"normalizes with the gray version of ImageNet's statistics (mean {IMAGENET_GRAY_MEAN:.3f}, "
+            f"std {IMAGENET_GRAY_STD:.3f})."
+        )
+    return (
+        f"This build's recipe (`{config.preset}`, {config.arch}) starts from random weights (ImageNet weights: "
+        f"{why_not}), so it normalizes with the mean and standard deviation of its training images."
+    )
 
 
 def describe_near_duplicates(data: CXRData, *, seeds: Iterable[int] = range(20)) -> str:
@@ -213,18 +244,28 @@ def describe_near_duplicates(data: CXRData, *, seeds: Iterable[int] = range(20))
     seeds = tuple(seeds)
     leak = naive_split_leakage(data, seeds=seeds)
     mixed = sum(len({item["class"] for item in group}) > 1 for group in groups)
-    labels = ("none mixes classes (each group's copies share one label)" if mixed == 0 else
-              f"{mixed} mix{'es' if mixed == 1 else ''} classes (one film, or two nearly identical ones, under two "
-              "labels)")  # fmt: skip
-    kept = ("the book's split keeps every group inside one split" if leak["grouped_split"] == 0 else
-            f"the book's split spreads {leak['grouped_split']} of them over two splits")  # fmt: skip
+    labels = (
+        "none mixes classes (each group's copies share one label)"
+        if mixed == 0
+        else f"{mixed} mix{'es' if mixed == 1 else ''} classes (one film, or two nearly identical ones, under two "
+        "labels)"
+    )
+    kept = (
+        "the book's split keeps every group inside one split"
+        if leak["grouped_split"] == 0
+        else f"the book's split spreads {leak['grouped_split']} of them over two splits"
+    )
     if leak["naive_max"] == 0:
         naive = f"a random split that ignored the groups spread none of them over two splits in {len(seeds)} tries"
     else:
-        naive = (f"a random split that ignored the groups would spread {leak['naive_mean']:.1f} of them over two "
-                 f"splits on average (from {leak['naive_min']} to {leak['naive_max']} over {len(seeds)} seeds)")  # fmt: skip
-    return (f"{len(groups)} near-duplicate group{'s' if len(groups) != 1 else ''} ({leak['images']} images) in "
-            f"{len(data.records):,} images; {labels}; {kept}, while {naive}.")  # fmt: skip
+        naive = (
+            f"a random split that ignored the groups would spread {leak['naive_mean']:.1f} of them over two "
+            f"splits on average (from {leak['naive_min']} to {leak['naive_max']} over {len(seeds)} seeds)"
+        )
+    return (
+        f"{len(groups)} near-duplicate group{'s' if len(groups) != 1 else ''} ({leak['images']} images) in "
+        f"{len(data.records):,} images; {labels}; {kept}, while {naive}."
+    )
 
 
 def describe_test_overlap(first: CXRData, second: CXRData, split: str = "test") -> str:
@@ -250,8 +291,10 @@ def describe_test_overlap(first: CXRData, second: CXRData, split: str = "test") 
         reading = "more than chance gives: the two splits are not independent draws"
     else:
         reading = "fewer than chance gives: the two splits avoid each other's images"
-    return (f"{split} images in common: {common} of {len(chosen[0])}; two independent random draws of as many "
-            f"images per class would share {expected:.1f} ± {sd:.1f}: {reading}.")  # fmt: skip
+    return (
+        f"{split} images in common: {common} of {len(chosen[0])}; two independent random draws of as many "
+        f"images per class would share {expected:.1f} ± {sd:.1f}: {reading}."
+    )
 
 
 def glue(name: str, value: Any) -> None:
@@ -263,3 +306,9 @@ def glue(name: str, value: Any) -> None:
     except ImportError:
         return
     myst_glue(name, value, display=False)
+
+
+def show_source(obj: Any) -> Code:
+    """The source of a library function or class, highlighted, for a page that teaches what
+    the library does (d2l's rule: the book shows the library's code instead of repeating it)."""
+    return Code(inspect.getsource(obj), language="python")

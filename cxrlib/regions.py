@@ -149,8 +149,14 @@ def dark_share(images: np.ndarray, region: np.ndarray | None = None, *, level: i
     return (dark & outside).sum(axis=(-2, -1)) / np.maximum(outside.sum(axis=(-2, -1)), 1)
 
 
-def model_view(images: np.ndarray, region: str, source: str, *, root: str | os.PathLike[str] | None = None,
-               paths: Sequence[str] | None = None) -> np.ndarray:  # fmt: skip
+def model_view(
+    images: np.ndarray,
+    region: str,
+    source: str,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    paths: Sequence[str] | None = None,
+) -> np.ndarray:
     """``uint8`` images ``(n, size, size)`` as a model trained on ``region`` saw them:
     unchanged for ``full``; with the lungs (``hide-lungs``) or all but the lungs
     (``lungs-only``) blacked out otherwise, the lung region coming from ``source`` as in
@@ -166,8 +172,10 @@ def model_view(images: np.ndarray, region: str, source: str, *, root: str | os.P
     if source == "masks":
         masks = lung_masks_for(root or "", paths or [], size)
         if masks is None:
-            raise CXRError(f"this model was trained with region {region} from lung masks, and these images "
-                           "have no masks beside them (<Class>/masks/<name>)")  # fmt: skip
+            raise CXRError(
+                f"this model was trained with region {region} from lung masks, and these images "
+                "have no masks beside them (<Class>/masks/<name>)"
+            )
         inside = inside_mask(masks)
     else:
         inside = central_chest_box(size)

@@ -6,7 +6,7 @@ models on the same images.
   (:func:`exact_interval`). Unlike a bootstrap, it does not collapse at 10/10 or 0/10:
   10 of 10 gives [0.69, 1.00], not [1.00, 1.00].
 * A statistic without such a formula (an AUC) gets a stratified bootstrap
-  (:func:`cxrlib.evaluate.bootstrap_ci`).
+  (:func:`cxrlib.metrics.bootstrap_ci`).
 * **Two models tested on the same images** are compared image by image with McNemar's
   exact test (:func:`mcnemar`), never by whether their intervals overlap: the images both
   get right, or both get wrong, say nothing about which is better.
@@ -58,10 +58,12 @@ def describe_paired(name_a: str, name_b: str, test: dict[str, Any], alpha: float
     a_only, b_only, p = test["a_only"], test["b_only"], test["p"]
     if a_only + b_only == 0:
         return f"{name_a} and {name_b} got exactly the same images right: no difference to test."
-    verdict = (f"a difference unlikely to be chance (McNemar p = {p:.3g} < {alpha:g})" if p < alpha
-               else f"no measurable difference (McNemar p = {p:.2f})")  # fmt: skip
-    return (f"{a_only} images only {name_a} got right and {b_only} only {name_b} got right: "
-            f"{verdict}.")  # fmt: skip
+    verdict = (
+        f"a difference unlikely to be chance (McNemar p = {p:.3g} < {alpha:g})"
+        if p < alpha
+        else f"no measurable difference (McNemar p = {p:.2f})"
+    )
+    return f"{a_only} images only {name_a} got right and {b_only} only {name_b} got right: {verdict}."
 
 
 def with_interval(value: float, interval: Sequence[float], digits: int = 3) -> str:

@@ -111,16 +111,18 @@ def augmentation_table(columns: Mapping[str, AugmentConfig]) -> pd.DataFrame:
     """One row per augmentation of :class:`AugmentConfig`, one column per named setting
     (e.g. ``{"default": AugmentConfig(), "cpu preset": preset("cpu").augment}``) with its
     strength or ``off``, and why (``why``): chapter 2's table, read from the code."""
-    table = pd.DataFrame({label: {name: _strength(name, cfg) for name in AUGMENTATION_REASONS}
-                          for label, cfg in columns.items()})  # fmt: skip
+    table = pd.DataFrame(
+        {label: {name: _strength(name, cfg) for name in AUGMENTATION_REASONS} for label, cfg in columns.items()}
+    )
     table["why"] = pd.Series(AUGMENTATION_REASONS)
     table.index.name = "augmentation"
     return table
 
 
 #: No augmentation at all (for evaluation-like training or ablations).
-NO_AUGMENT = AugmentConfig(rotation=0, scale=(1.0, 1.0), translate=0, brightness=0, contrast=0, gamma=(1.0, 1.0),
-                           noise=0, blur=0, hflip=False)  # fmt: skip
+NO_AUGMENT = AugmentConfig(
+    rotation=0, scale=(1.0, 1.0), translate=0, brightness=0, contrast=0, gamma=(1.0, 1.0), noise=0, blur=0, hflip=False
+)
 
 
 class RandomGamma(v2.Transform):
@@ -154,8 +156,14 @@ class Normalization:
 IMAGENET_NORMALIZATION = Normalization(IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, "imagenet")
 
 
-def data_normalization(pixels: Any, indices: Any = None, *, max_images: int = 2000, region: str = "full",
-                       lung_regions: np.ndarray | None = None) -> Normalization:  # fmt: skip
+def data_normalization(
+    pixels: Any,
+    indices: Any = None,
+    *,
+    max_images: int = 2000,
+    region: str = "full",
+    lung_regions: np.ndarray | None = None,
+) -> Normalization:
     """Mean and std of (up to ``max_images`` of) the training images, on the 0..1 scale,
     as the model sees them: after :func:`apply_region` when ``region`` is not ``full``
     (``lung_regions`` indexed like ``pixels``)."""
@@ -173,8 +181,13 @@ def _augmentations(cfg: AugmentConfig) -> list[Any]:
     if cfg.hflip:
         steps.append(v2.RandomHorizontalFlip())
     if cfg.rotation or cfg.translate or tuple(cfg.scale) != (1.0, 1.0):
-        steps.append(v2.RandomAffine(degrees=cfg.rotation, translate=(cfg.translate, cfg.translate) if cfg.translate
-                                     else None, scale=tuple(cfg.scale)))  # fmt: skip
+        steps.append(
+            v2.RandomAffine(
+                degrees=cfg.rotation,
+                translate=(cfg.translate, cfg.translate) if cfg.translate else None,
+                scale=tuple(cfg.scale),
+            )
+        )
     steps.append(v2.ToDtype(torch.float32, scale=True))
     if cfg.brightness or cfg.contrast:
         steps.append(v2.ColorJitter(brightness=cfg.brightness or None, contrast=cfg.contrast or None))
@@ -247,15 +260,20 @@ class Preprocessing:
     normalization: Normalization
     region: str = "full"
     #: where the lung region came from when ``region`` is not ``full``: ``masks`` (the
-    #: data's lung masks) or ``chest box`` (:data:`cxrlib.data.CHEST_BOX`)
+    #: data's lung masks) or ``chest box`` (:data:`cxrlib.regions.CHEST_BOX`)
     region_source: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     _FIELDS = ("img_size", "normalization", "region", "region_source")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"img_size": self.img_size, "normalization": self.normalization.to_dict(), "region": self.region,
-                "region_source": self.region_source, **self.extra}  # fmt: skip
+        return {
+            "img_size": self.img_size,
+            "normalization": self.normalization.to_dict(),
+            "region": self.region,
+            "region_source": self.region_source,
+            **self.extra,
+        }
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Preprocessing:

@@ -20,7 +20,7 @@ for any run of this book:
   would spread over training and test.
 
 The lung region is the data's masks when it has them, otherwise the central-chest box
-(:data:`cxrlib.data.CHEST_BOX`); every result says which one it used
+(:data:`cxrlib.regions.CHEST_BOX`); every result says which one it used
 (:func:`describe_region_source`). Each experiment has a ``read_*`` or ``describe_*``
 function that turns its numbers into sentences, so a chapter never types a result.
 """
@@ -35,11 +35,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .checkpoint import load_model, model_input, predict_images
 from .config import CXRError
 from .data import SPLITS, CXRData
-from .evaluate import bootstrap_ci, cached_predictions, class_metrics, model_input, predict_images
+from .evaluate import cached_predictions
 from .explain import cam_inside_fraction, compute_cams
-from .metrics import macro_auc
+from .metrics import bootstrap_ci, class_metrics, macro_auc
 from .regions import (
     CHEST_BOX,
     REGION_LABELS,
@@ -49,11 +50,11 @@ from .regions import (
     dark_share,
     lung_regions_for,
 )
+from .runs import describe_outcome, ensure_run
 from .stats import describe_paired, exact_interval, mcnemar, with_interval
-from .train import describe_outcome, ensure_run, load_model
 
 if TYPE_CHECKING:
-    from .train import TrainConfig
+    from .recipe import TrainConfig
 
 #: :func:`read_blackout_shift` calls it a collapse when this share of all images goes to one class.
 COLLAPSE_SHARE = 0.8
@@ -80,20 +81,26 @@ def describe_region_source(source: str) -> str:
         return "The lung region is the database's own lung masks, one per image."
     if source == "chest box":
         top, bottom, left, right = (round(100 * f) for f in CHEST_BOX)
-        return (f"The lung region is the central-chest box (rows {top}-{bottom} %, columns {left}-{right} %): "
-                "this data folder has no lung masks.")  # fmt: skip
+        return (
+            f"The lung region is the central-chest box (rows {top}-{bottom} %, columns {left}-{right} %): "
+            "this data folder has no lung masks."
+        )
     raise CXRError(f"unknown lung region source {source!r}; choose masks or chest box")
 
 
 def region_source_caveat(source: str) -> str:
     """What the lung region of ``source`` means for the region experiments, as a sentence."""
     if source == "masks":
-        return ("This run uses the database's lung masks: \"lungs hidden\" blacks out the lung fields only, and "
-                "the heart and the mediastinum stay visible; a mask can still miss the edges of a lung.")  # fmt: skip
+        return (
+            'This run uses the database\'s lung masks: "lungs hidden" blacks out the lung fields only, and '
+            "the heart and the mediastinum stay visible; a mask can still miss the edges of a lung."
+        )
     if source == "chest box":
-        return ("This run uses the central-chest box instead of masks: \"lungs hidden\" also hides the heart and "
-                "the mediastinum, and \"lungs only\" still shows them and, on a segmented image, the black "
-                "surroundings inside the box. The experiment is cleaner with the database's masks.")  # fmt: skip
+        return (
+            'This run uses the central-chest box instead of masks: "lungs hidden" also hides the heart and '
+            'the mediastinum, and "lungs only" still shows them and, on a segmented image, the black '
+            "surroundings inside the box. The experiment is cleaner with the database's masks."
+        )
     raise CXRError(f"unknown lung region source {source!r}; choose masks or chest box")
 
 
@@ -111,8 +118,11 @@ def describe_split(data: CXRData) -> str:
     parts = []
     for split, name in (("train", "training"), ("valid", "validation"), ("test", "test")):
         counts = [int(((assignment == split) & (labels == c)).sum()) for c in data.classes]
-        per_class = (f"{counts[0]:,} per class" if len(set(counts)) == 1
-                     else ", ".join(f"{c} {n:,}" for c, n in zip(data.classes, counts)))  # fmt: skip
+        per_class = (
+            f"{counts[0]:,} per class"
+            if len(set(counts)) == 1
+            else ", ".join(f"{c} {n:,}" for c, n in zip(data.classes, counts))
+        )
         parts.append(f"{sum(counts):,} {name} images ({per_class})")
     text = f"{parts[0]}, {parts[1]} and {parts[2]}"
     return f"a fast-mode subset of {len(labels):,} images: {text}" if data.settings.fast else text
@@ -123,12 +133,17 @@ def describe_recipe(config: TrainConfig) -> str:
     its description of the ``cpu`` recipe (plain text, no markup), e.g. "the fast recipe:
     resnet18, 64-px images, 2 passes over the training split, no moving average of the
     weights, no class offsets"."""
-    budget = (f"{config.epochs} epochs of {config.epoch_images:,} images" if config.epoch_images
-              else f"{config.epochs} passes over the training split")  # fmt: skip
-    average = ("an exponential moving average of the weights" if config.ema_decay is not None
-               else "no moving average of the weights")  # fmt: skip
-    offsets = ("one offset per class fitted on the validation split" if config.class_offsets
-               else "no class offsets")  # fmt: skip
+    budget = (
+        f"{config.epochs} epochs of {config.epoch_images:,} images"
+        if config.epoch_images
+        else f"{config.epochs} passes over the training split"
+    )
+    average = (
+        "an exponential moving average of the weights"
+        if config.ema_decay is not None
+        else "no moving average of the weights"
+    )
+    offsets = "one offset per class fitted on the validation split" if config.class_offsets else "no class offsets"
     return f"the {config.preset} recipe: {config.arch}, {config.img_size}-px images, {budget}, {average}, {offsets}"
 
 
@@ -145,13 +160,14 @@ def region_runs(
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
     """Train (or reuse) ``config`` once per region, as runs ``<name>-<region>`` under
-    :func:`cxrlib.config.runs_dir` (see :func:`cxrlib.train.ensure_run`)."""
+    :func:`cxrlib.config.runs_dir` (see :func:`cxrlib.runs.ensure_run`)."""
     out = {}
     for region in regions:
         if region not in REGIONS:
             raise CXRError(f"unknown region {region!r}; choose from {', '.join(REGIONS)}")
-        out[region] = ensure_run(replace(config, region=region), f"{name}-{region}", data_dir=data_dir,
-                                 progress=progress, log=log)  # fmt: skip
+        out[region] = ensure_run(
+            replace(config, region=region), f"{name}-{region}", data_dir=data_dir, progress=progress, log=log
+        )
     return out
 
 
@@ -180,20 +196,24 @@ def region_table(
         if reference is None:
             reference = (pred.root, list(pred.paths))
         elif (pred.root, list(pred.paths)) != reference:
-            raise CXRError(f"the {region} run was evaluated on other images than the first run; "
-                           "train the variants with the same data, split and seed")  # fmt: skip
+            raise CXRError(
+                f"the {region} run was evaluated on other images than the first run; "
+                "train the variants with the same data, split and seed"
+            )
         # proportions get exact intervals (a bootstrap collapses to [1, 1] at 10 of 10);
         # the macro AUC, which has no such formula, a stratified bootstrap
         auc = macro_auc(pred.probs, pred.labels)
-        auc_ci = bootstrap_ci(pred.probs, pred.labels, pred.classes, n_resamples=n_resamples, seed=seed,
-                              estimates={"macro_auc": auc})["macro_auc"]  # fmt: skip
-        measures = [("accuracy", float(pred.correct.mean()), exact_interval(int(pred.correct.sum()), len(pred))),
-                    ("macro AUC", auc, auc_ci)]  # fmt: skip
+        auc_ci = bootstrap_ci(
+            pred.probs, pred.labels, pred.classes, n_resamples=n_resamples, seed=seed, estimates={"macro_auc": auc}
+        )["macro_auc"]
+        measures = [
+            ("accuracy", float(pred.correct.mean()), exact_interval(int(pred.correct.sum()), len(pred))),
+            ("macro AUC", auc, auc_ci),
+        ]
         for cls, m in class_metrics(pred.probs, pred.labels, pred.classes).items():
             measures.append((f"sensitivity {cls}", m["sensitivity"], m["sensitivity_ci95"]))
         for name, value, (lo, hi) in measures:
-            rows.append({"region": region, "measure": name, "estimate": value, "low": lo, "high": hi,
-                         "n": len(pred)})  # fmt: skip
+            rows.append({"region": region, "measure": name, "estimate": value, "low": lo, "high": hi, "n": len(pred)})
     return pd.DataFrame(rows)
 
 
@@ -208,8 +228,10 @@ def read_region_table(table: Any, chance: float) -> list[str]:
     for region, rows in table.groupby("region", sort=False):
         acc = rows[rows["measure"] == "accuracy"].iloc[0]
         where = "above" if acc["low"] > chance else "not clearly above"
-        out.append(f"{REGION_LABELS[region]}: accuracy {acc['estimate']:.2f} [{acc['low']:.2f}, {acc['high']:.2f}], "
-                   f"{where} chance ({chance:.2f}).")  # fmt: skip
+        out.append(
+            f"{REGION_LABELS[region]}: accuracy {acc['estimate']:.2f} [{acc['low']:.2f}, {acc['high']:.2f}], "
+            f"{where} chance ({chance:.2f})."
+        )
         if region != "hide-lungs":
             continue
         sens = rows[rows["measure"].str.startswith("sensitivity ")]
@@ -219,19 +241,33 @@ def read_region_table(table: Any, chance: float) -> list[str]:
             if lo > chance
         ]
         lost = [m.removeprefix("sensitivity ") for m, lo in zip(sens["measure"], sens["low"]) if lo <= chance]
-        out.append("With the lungs hidden, still recognised above chance: " + (", ".join(kept) or "no class")
-                   + "; not clearly above chance: " + (", ".join(lost) or "no class") + ".")  # fmt: skip
-        changes = sorted(((full[m] - e, m.removeprefix("sensitivity "), full[m], e)
-                          for m, e in zip(sens["measure"], sens["estimate"]) if m in full.index),
-                         key=lambda change: -change[0])  # fmt: skip
+        out.append(
+            "With the lungs hidden, still recognised above chance: "
+            + (", ".join(kept) or "no class")
+            + "; not clearly above chance: "
+            + (", ".join(lost) or "no class")
+            + "."
+        )
+        changes = sorted(
+            (
+                (full[m] - e, m.removeprefix("sensitivity "), full[m], e)
+                for m, e in zip(sens["measure"], sens["estimate"])
+                if m in full.index
+            ),
+            key=lambda change: -change[0],
+        )
         if changes:
-            out.append("Sensitivity from the full image to lungs hidden, largest loss first: "
-                       + ", ".join(f"{cls} {a:.2f} -> {b:.2f} ({b - a:+.2f})" for _, cls, a, b in changes) + ".")  # fmt: skip
+            out.append(
+                "Sensitivity from the full image to lungs hidden, largest loss first: "
+                + ", ".join(f"{cls} {a:.2f} -> {b:.2f} ({b - a:+.2f})" for _, cls, a, b in changes)
+                + "."
+            )
     return out
 
 
-def region_pairs(runs: Mapping[str, str | os.PathLike[str]], data_dir: str | os.PathLike[str] | None = None, *,
-                 split: str = "test") -> Any:  # fmt: skip
+def region_pairs(
+    runs: Mapping[str, str | os.PathLike[str]], data_dir: str | os.PathLike[str] | None = None, *, split: str = "test"
+) -> Any:
     """The full-image model against each other region's model on the same ``split``
     images, with McNemar's exact test (:func:`cxrlib.stats.mcnemar`): one row per region,
     with the images only one of the two got right, the p-value and a sentence."""
@@ -248,10 +284,18 @@ def region_pairs(runs: Mapping[str, str | os.PathLike[str]], data_dir: str | os.
         if list(other.paths) != list(full.paths):
             raise CXRError(f"the {region} run was evaluated on other images than the full-image run")
         test = mcnemar(full.correct, other.correct)
-        rows.append({"against": REGION_LABELS[region], "images": len(full),
-                     "accuracy, full image": float(full.correct.mean()), "accuracy, other": float(other.correct.mean()),
-                     "only full image right": test["a_only"], "only the other right": test["b_only"], "McNemar p": test["p"],
-                     "reading": describe_paired(REGION_LABELS["full"], REGION_LABELS[region], test)})  # fmt: skip
+        rows.append(
+            {
+                "against": REGION_LABELS[region],
+                "images": len(full),
+                "accuracy, full image": float(full.correct.mean()),
+                "accuracy, other": float(other.correct.mean()),
+                "only full image right": test["a_only"],
+                "only the other right": test["b_only"],
+                "McNemar p": test["p"],
+                "reading": describe_paired(REGION_LABELS["full"], REGION_LABELS[region], test),
+            }
+        )
     return pd.DataFrame(rows).set_index("against")
 
 
@@ -270,29 +314,37 @@ def read_region_pairs(pairs: Any, alpha: float = 0.05, *, region: str = "the lun
         hidden = against == REGION_LABELS["hide-lungs"]
         differ = full_only + other_only > 0 and float(row["McNemar p"]) < alpha
         if differ and full_only > other_only:
-            meaning = (f"Hiding {region} costs accuracy: it carries class information that the rest of the image "
-                       "does not replace." if hidden
-                       else f"Blacking out everything outside {region} costs accuracy: the surround adds class "
-                       "information (which does not say which of the two the full model uses).")  # fmt: skip
+            meaning = (
+                f"Hiding {region} costs accuracy: it carries class information that the rest of the image "
+                "does not replace."
+                if hidden
+                else f"Blacking out everything outside {region} costs accuracy: the surround adds class "
+                "information (which does not say which of the two the full model uses)."
+            )
         elif differ:
-            meaning = (f"The {against} model is the more accurate one: blacking out part of the image helped, so the "
-                       "full-image model does not make the most of what it sees (it may be undertrained, or the "
-                       "blacked-out part misleads it).")  # fmt: skip
+            meaning = (
+                f"The {against} model is the more accurate one: blacking out part of the image helped, so the "
+                "full-image model does not make the most of what it sees (it may be undertrained, or the "
+                "blacked-out part misleads it)."
+            )
         elif abs(other_only - full_only) <= CLOSE_IMAGES:
             part = f"the image without {region}" if hidden else f"{region} alone"
-            meaning = (f"On these {n} test images, {part} predicts the class about as well as the whole image (a "
-                       "small difference would go unnoticed)"
-                       + ("." if hidden else "; this does not say that the full model uses the lungs."))  # fmt: skip
+            meaning = (
+                f"On these {n} test images, {part} predicts the class about as well as the whole image (a "
+                "small difference would go unnoticed)"
+                + ("." if hidden else "; this does not say that the full model uses the lungs.")
+            )
         else:
             other_ahead = other_only > full_only
             ahead = f"the {against} model" if other_ahead else "the full-image model"
             accuracies = (float(row["accuracy, other"]), float(row["accuracy, full image"]))
             high, low = accuracies if other_ahead else accuracies[::-1]
-            meaning = (f"{ahead[0].upper()}{ahead[1:]} got {abs(other_only - full_only)} more of these {n} test "
-                       f"images right (accuracy {high:.2f} against {low:.2f}), but with this many images a "
-                       f"difference of this size cannot be told from chance (McNemar p = {float(row['McNemar p']):.2f})"
-                       + ("; this does not say that the full model uses the lungs." if other_ahead and not hidden
-                          else "."))  # fmt: skip
+            meaning = (
+                f"{ahead[0].upper()}{ahead[1:]} got {abs(other_only - full_only)} more of these {n} test "
+                f"images right (accuracy {high:.2f} against {low:.2f}), but with this many images a "
+                f"difference of this size cannot be told from chance (McNemar p = {float(row['McNemar p']):.2f})"
+                + ("; this does not say that the full model uses the lungs." if other_ahead and not hidden else ".")
+            )
         out.append(f"Full image vs {against}: {row['reading']} {meaning}")
     return out
 
@@ -310,7 +362,7 @@ def format_measure(table: Any, region: str, measure: str, digits: int = 2) -> st
 
 def describe_region_runs(runs: Mapping[str, str | os.PathLike[str]]) -> list[str]:
     """How each trained region variant ended and how long it trained
-    (:func:`cxrlib.train.describe_outcome`), one sentence per run but the full image."""
+    (:func:`cxrlib.runs.describe_outcome`), one sentence per run but the full image."""
     return [f"{REGION_LABELS[region]}: {describe_outcome(run)}" for region, run in runs.items() if region != "full"]
 
 
@@ -318,8 +370,12 @@ def wide_table(table: Any, digits: int = 2, auc_digits: int = 3) -> Any:
     """:func:`region_table` as measures x regions, each cell ``0.91 [0.88, 0.94]``; AUCs
     with ``auc_digits`` (``0.996 [0.993, 0.999]``: at 2 digits it would read as a perfect
     1.00)."""
-    cells = table.assign(cell=[with_interval(e, (lo, hi), auc_digits if "AUC" in m else digits) for m, e, lo, hi
-                               in zip(table["measure"], table["estimate"], table["low"], table["high"])])  # fmt: skip
+    cells = table.assign(
+        cell=[
+            with_interval(e, (lo, hi), auc_digits if "AUC" in m else digits)
+            for m, e, lo, hi in zip(table["measure"], table["estimate"], table["low"], table["high"])
+        ]
+    )
     wide = cells.pivot(index="measure", columns="region", values="cell")
     order = list(dict.fromkeys(table["measure"]))
     wide = wide.loc[order, [r for r in REGIONS if r in wide.columns]]
@@ -403,9 +459,17 @@ def inside_by_class(result: CamInside, *, n_resamples: int = 1000, seed: int = 0
             continue
         means = v[rng.integers(0, len(v), size=(n_resamples, len(v)))].mean(axis=1)
         lo, hi = np.quantile(means, [0.025, 0.975])
-        rows.append({"class": cls, "mean inside": v.mean(), "low": min(lo, v.mean()), "high": max(hi, v.mean()),
-                     "median": float(np.median(v)), "below uniform": float((v < result.area).mean()),
-                     "n": len(v)})  # fmt: skip
+        rows.append(
+            {
+                "class": cls,
+                "mean inside": v.mean(),
+                "low": min(lo, v.mean()),
+                "high": max(hi, v.mean()),
+                "median": float(np.median(v)),
+                "below uniform": float((v < result.area).mean()),
+                "n": len(v),
+            }
+        )
     return pd.DataFrame(rows).set_index("class")
 
 
@@ -421,22 +485,36 @@ def read_inside(result: CamInside, by_class: Any) -> list[str]:
     of all classes do."""
     size = int(result.images.shape[-1])
     cells = result.map_cells
-    out = [f"The maps have {cells} x {cells} cells (one per 32 pixels of the {size}-px input); a uniform map "
-           f"puts {result.area:.0%} of its energy inside the {result.region_label}."]  # fmt: skip
+    out = [
+        f"The maps have {cells} x {cells} cells (one per 32 pixels of the {size}-px input); a uniform map "
+        f"puts {result.area:.0%} of its energy inside the {result.region_label}."
+    ]
     if cells < MIN_MAP_CELLS:
-        out.append(f"With fewer than {MIN_MAP_CELLS} cells a side, each cell covers much of the region and of its "
-                   "surroundings at once: these shares describe the grid, not what the model looks at, and no "
-                   "conclusion is drawn from them here.")  # fmt: skip
+        out.append(
+            f"With fewer than {MIN_MAP_CELLS} cells a side, each cell covers much of the region and of its "
+            "surroundings at once: these shares describe the grid, not what the model looks at, and no "
+            "conclusion is drawn from them here."
+        )
         return out
-    below = [f"{c} ({row['mean inside']:.2f} [{row['low']:.2f}, {row['high']:.2f}])"
-             for c, row in by_class.iterrows() if row["high"] < result.area]  # fmt: skip
+    below = [
+        f"{c} ({row['mean inside']:.2f} [{row['low']:.2f}, {row['high']:.2f}])"
+        for c, row in by_class.iterrows()
+        if row["high"] < result.area
+    ]
     above = [c for c, row in by_class.iterrows() if row["low"] > result.area]
-    out.append("Mean inside share below the uniform map's, whole interval: " + (", ".join(below) or "no class")
-               + "; above it: " + (", ".join(above) or "no class") + ".")  # fmt: skip
+    out.append(
+        "Mean inside share below the uniform map's, whole interval: "
+        + (", ".join(below) or "no class")
+        + "; above it: "
+        + (", ".join(above) or "no class")
+        + "."
+    )
     inside = result.frame["inside"].dropna()
     n_below = int((inside < result.area).sum())
-    out.append(f"{n_below} of {len(inside)} maps ({n_below / max(len(inside), 1):.1%}) put less of their energy inside "
-               "than a uniform map would.")  # fmt: skip
+    out.append(
+        f"{n_below} of {len(inside)} maps ({n_below / max(len(inside), 1):.1%}) put less of their energy inside "
+        "than a uniform map would."
+    )
     return out
 
 
@@ -449,26 +527,35 @@ def read_inside_vs_blackout(result: CamInside, by_class: Any, shift: Any) -> lis
     :data:`MIN_MAP_CELLS` cells a side are too coarse for the comparison."""
     cells = result.map_cells
     if cells < MIN_MAP_CELLS:
-        return [f"The maps have {cells} x {cells} cells, too coarse to say whether they lie inside the "
-                f"{result.region_label} (experiment 2): no comparison with the blackout here."]  # fmt: skip
+        return [
+            f"The maps have {cells} x {cells} cells, too coarse to say whether they lie inside the "
+            f"{result.region_label} (experiment 2): no comparison with the blackout here."
+        ]
     inside = [c for c, row in by_class.iterrows() if row["low"] > result.area]
     fallen = []
     for cls in inside:
         before, after = float(shift.loc[("before", cls), cls]), float(shift.loc[("after", cls), cls])
         if before > 0 and after <= KEPT_FRACTION * before:
-            fallen.append(f"{cls} (mean inside share {by_class.loc[cls, 'mean inside']:.2f}, uniform "
-                          f"{result.area:.2f}; predicted as {cls} {before:.0%} before, {after:.0%} with the surround "
-                          "blacked out)")  # fmt: skip
+            fallen.append(
+                f"{cls} (mean inside share {by_class.loc[cls, 'mean inside']:.2f}, uniform "
+                f"{result.area:.2f}; predicted as {cls} {before:.0%} before, {after:.0%} with the surround "
+                "blacked out)"
+            )
     if not inside:
-        return [f"No class has its maps clearly inside the {result.region_label}: nothing to compare with the "
-                "blackout."]  # fmt: skip
+        return [
+            f"No class has its maps clearly inside the {result.region_label}: nothing to compare with the blackout."
+        ]
     if fallen:
-        return [f"Maps inside the {result.region_label}, answers from the surround: " + "; ".join(fallen) + ". "
-                "The inside share missed this dependence: a map says where the evidence for a class was strongest, "
-                "not that nothing outside mattered."]  # fmt: skip
-    return [f"Every class whose maps lie inside the {result.region_label} ({', '.join(inside)}) keeps more than "
-            f"{KEPT_FRACTION:.0%} of its correct answers with the surround blacked out: here the inside share and "
-            "the blackout agree, which does not make the inside share a test for shortcuts."]  # fmt: skip
+        return [
+            f"Maps inside the {result.region_label}, answers from the surround: " + "; ".join(fallen) + ". "
+            "The inside share missed this dependence: a map says where the evidence for a class was strongest, "
+            "not that nothing outside mattered."
+        ]
+    return [
+        f"Every class whose maps lie inside the {result.region_label} ({', '.join(inside)}) keeps more than "
+        f"{KEPT_FRACTION:.0%} of its correct answers with the surround blacked out: here the inside share and "
+        "the blackout agree, which does not make the inside share a test for shortcuts."
+    ]
 
 
 # --------------------------------------------------------------------------- experiment 3
@@ -501,15 +588,18 @@ class BackgroundRule:
         exact 95 % intervals (:func:`cxrlib.stats.exact_interval`) and their counts."""
         sens_lo, sens_hi = exact_interval(self.test_flagged, self.test_target)
         spec_lo, spec_hi = exact_interval(self.test_passed, self.test_other)
-        return [f"rule: {self.target} if at least {self.threshold:.0%} of the pixels outside the box are black",
-                f"AUC training {self.train_auc:.3f}, test {self.test_auc:.3f}; test sensitivity "
-                f"{self.test_sensitivity:.2f} [{sens_lo:.2f}, {sens_hi:.2f}] "
-                f"({self.test_flagged} of {self.test_target}), specificity {self.test_specificity:.2f} [{spec_lo:.2f}, {spec_hi:.2f}] "
-                f"({self.test_passed} of {self.test_other}); exact 95 % intervals"]  # fmt: skip
+        return [
+            f"rule: {self.target} if at least {self.threshold:.0%} of the pixels outside the box are black",
+            f"AUC training {self.train_auc:.3f}, test {self.test_auc:.3f}; test sensitivity "
+            f"{self.test_sensitivity:.2f} [{sens_lo:.2f}, {sens_hi:.2f}] "
+            f"({self.test_flagged} of {self.test_target}), specificity {self.test_specificity:.2f} [{spec_lo:.2f}, {spec_hi:.2f}] "
+            f"({self.test_passed} of {self.test_other}); exact 95 % intervals",
+        ]
 
 
-def background_rule(data: CXRData, target: str = "Lung_Opacity", *, size: int = 64,
-                    fit_split: str = "train", test_split: str = "test") -> BackgroundRule:  # fmt: skip
+def background_rule(
+    data: CXRData, target: str = "Lung_Opacity", *, size: int = 64, fit_split: str = "train", test_split: str = "test"
+) -> BackgroundRule:
     """Fit :class:`BackgroundRule` for ``target`` on ``fit_split`` and measure it on
     ``test_split``. The feature is :func:`dark_share` outside the central-chest box: it
     reads no pixel of the lungs."""
@@ -537,11 +627,19 @@ def background_rule(data: CXRData, target: str = "Lung_Opacity", *, size: int = 
         threshold = (threshold + float(below.max())) / 2
     flagged = share[test] >= threshold
     frame = pd.DataFrame({"class": labels, "split": assignment, "dark share": share})
-    return BackgroundRule(target, threshold, float(roc_auc_score(y_fit, share[fit])),
-                          float(roc_auc_score(y_test, share[test])), float(flagged[y_test].mean()),
-                          float((~flagged[~y_test]).mean()), frame, test_target=int(y_test.sum()),
-                          test_flagged=int(flagged[y_test].sum()), test_other=int((~y_test).sum()),
-                          test_passed=int((~flagged[~y_test]).sum()))  # fmt: skip
+    return BackgroundRule(
+        target,
+        threshold,
+        float(roc_auc_score(y_fit, share[fit])),
+        float(roc_auc_score(y_test, share[test])),
+        float(flagged[y_test].mean()),
+        float((~flagged[~y_test]).mean()),
+        frame,
+        test_target=int(y_test.sum()),
+        test_flagged=int(flagged[y_test].sum()),
+        test_other=int((~y_test).sum()),
+        test_passed=int((~flagged[~y_test]).sum()),
+    )
 
 
 def read_background_rules(rules: Mapping[str, BackgroundRule]) -> list[str]:
@@ -555,10 +653,14 @@ def read_background_rules(rules: Mapping[str, BackgroundRule]) -> list[str]:
 
     separated = [c for c, r in rules.items() if r.separates]
     below = {c: r.test_auc for c, r in rules.items() if r.test_auc < 0.5}
-    out = [f"Separated by the black background (test AUC >= {SEPARATED_AUC:g}): " + (", ".join(separated) or "no class")
-           + ".",
-           "Test AUC below 0.5 (the rest is blacker): "
-           + (", ".join(f"{c} {auc:.3f}" for c, auc in below.items()) or "no class") + "."]  # fmt: skip
+    out = [
+        f"Separated by the black background (test AUC >= {SEPARATED_AUC:g}): "
+        + (", ".join(separated) or "no class")
+        + ".",
+        "Test AUC below 0.5 (the rest is blacker): "
+        + (", ".join(f"{c} {auc:.3f}" for c, auc in below.items()) or "no class")
+        + ".",
+    ]
     if not below or not separated:
         return out
     frame = next(iter(rules.values())).frame
@@ -587,8 +689,10 @@ def describe_background_shortcut(rule: BackgroundRule | None, table: Any = None)
     if rule is None:
         return "This data has no Lung_Opacity class, so the one-number rule has nothing to find."
     verdict = "separates" if rule.separates else "does not separate"
-    out = (f"The one-number rule (the share of black pixels outside the central-chest box) {verdict} {rule.target} "
-           f"from the other classes (test AUC {rule.test_auc:.3f})")  # fmt: skip
+    out = (
+        f"The one-number rule (the share of black pixels outside the central-chest box) {verdict} {rule.target} "
+        f"from the other classes (test AUC {rule.test_auc:.3f})"
+    )
     if table is not None and (table["region"] == "hide-lungs").any():
         out += (
             ", and the model trained with the lungs hidden recognises "
@@ -597,8 +701,13 @@ def describe_background_shortcut(rule: BackgroundRule | None, table: Any = None)
     return out + "."
 
 
-def blackout_shift(run: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None, *,
-                   split: str = "test", region: str = "lungs-only") -> Any:  # fmt: skip
+def blackout_shift(
+    run: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    split: str = "test",
+    region: str = "lungs-only",
+) -> Any:
     """How a model trained on ``full`` images changes its mind when, in the same test
     images, everything outside the lung region is blacked out (``lungs-only``) or the lung
     region is (``hide-lungs``): a table of true class x predicted class shares, before
@@ -617,8 +726,11 @@ def blackout_shift(run: str | os.PathLike[str], data_dir: str | os.PathLike[str]
     true = [pred.classes[i] for i in pred.labels]
     frames = []
     for when, predicted in (("before", pred.predicted), ("after", after)):
-        f = pd.crosstab(pd.Series(true, name="true"), pd.Series([pred.classes[i] for i in predicted], name="predicted"),
-                        normalize="index")  # fmt: skip
+        f = pd.crosstab(
+            pd.Series(true, name="true"),
+            pd.Series([pred.classes[i] for i in predicted], name="predicted"),
+            normalize="index",
+        )
         frames.append(f.reindex(columns=pred.classes, fill_value=0.0).assign(when=when))
     return pd.concat(frames).reset_index().set_index(["when", "true"]).loc[["before", "after"]]
 
@@ -648,17 +760,23 @@ def read_blackout_shift(shift: Any, region: str = "lungs-only", *, segmented: st
             reading = f"the black pushes them away from {segmented}, the class with the black background"
         else:
             reading = f"the black does not pull them towards {segmented}, the class with the black background"
-        out.append(f"Images of the other classes predicted as {segmented}: {before:.0%} before, {after:.0%} with "
-                   f"{change}: {reading}.")  # fmt: skip
+        out.append(
+            f"Images of the other classes predicted as {segmented}: {before:.0%} before, {after:.0%} with "
+            f"{change}: {reading}."
+        )
     elif segmented is None:
-        out.append("No class is told apart by a black background of its own (experiment 3): no pull towards one "
-                   "to read here.")  # fmt: skip
+        out.append(
+            "No class is told apart by a black background of its own (experiment 3): no pull towards one to read here."
+        )
     after_all = shift.loc["after"].astype(float).mean(axis=0)
     top = str(after_all.idxmax())
     if after_all[top] >= COLLAPSE_SHARE:
-        why = (f" {top} is the class whose films alone have a black background (experiment 3): to this model, black "
-               f"means {top}. This is the shortcut itself." if top == segmented else
-               f" To this model, an image with {change} looks like {top}.")  # fmt: skip
+        why = (
+            f" {top} is the class whose films alone have a black background (experiment 3): to this model, black "
+            f"means {top}. This is the shortcut itself."
+            if top == segmented
+            else f" To this model, an image with {change} looks like {top}."
+        )
         out.append(f"A collapse: {after_all[top]:.0%} of all images become {top} with {change}.{why}")
     return out
 
@@ -677,18 +795,23 @@ def compare_hidden(shift: Any, table: Any, chance: float) -> list[str]:
         if trained.empty:
             continue
         low = float(trained.iloc[0]["low"])
-        out.append(f"{cls}: the full model recognises {before:.2f} of its test images, {kept:.2f} with the lungs "
-                   "blacked out; the model trained with the lungs hidden, "
-                   f"{format_measure(table, 'hide-lungs', f'sensitivity {cls}')}.")  # fmt: skip
+        out.append(
+            f"{cls}: the full model recognises {before:.2f} of its test images, {kept:.2f} with the lungs "
+            "blacked out; the model trained with the lungs hidden, "
+            f"{format_measure(table, 'hide-lungs', f'sensitivity {cls}')}."
+        )
         if low > chance and before > chance >= kept:
             lost.append(cls)
     if lost:
-        out.append(f"Recognised without the lungs by the lungs-hidden model, lost by the full model once its lungs "
-                   f"are black: {', '.join(lost)}. For these, what lies outside the lungs is enough, yet the full "
-                   "model does not rely on it alone.")  # fmt: skip
+        out.append(
+            f"Recognised without the lungs by the lungs-hidden model, lost by the full model once its lungs "
+            f"are black: {', '.join(lost)}. For these, what lies outside the lungs is enough, yet the full "
+            "model does not rely on it alone."
+        )
     else:
-        out.append("No class is recognised by the lungs-hidden model and lost by the full model once its lungs "
-                   "are black.")  # fmt: skip
+        out.append(
+            "No class is recognised by the lungs-hidden model and lost by the full model once its lungs are black."
+        )
     return out
 
 
@@ -721,12 +844,20 @@ def naive_split_leakage(data: CXRData, *, seeds: Iterable[int] = range(20)) -> d
         counts.append(spread(shuffled))
         leaks.append(test_leaks(shuffled))
     counts_arr, leaks_arr = np.array(counts or [0]), np.array(leaks or [0])
-    return {"groups": len(groups), "images": sum(len(g) for g in groups), "total_images": len(assignment),
-            "test_images": int((assignment == "test").sum()), "grouped_split": spread(assignment),
-            "naive_mean": float(counts_arr.mean()), "naive_min": int(counts_arr.min()),
-            "naive_max": int(counts_arr.max()), "grouped_test_leaks": test_leaks(assignment),
-            "leaks_mean": float(leaks_arr.mean()), "leaks_min": int(leaks_arr.min()),
-            "leaks_max": int(leaks_arr.max())}  # fmt: skip
+    return {
+        "groups": len(groups),
+        "images": sum(len(g) for g in groups),
+        "total_images": len(assignment),
+        "test_images": int((assignment == "test").sum()),
+        "grouped_split": spread(assignment),
+        "naive_mean": float(counts_arr.mean()),
+        "naive_min": int(counts_arr.min()),
+        "naive_max": int(counts_arr.max()),
+        "grouped_test_leaks": test_leaks(assignment),
+        "leaks_mean": float(leaks_arr.mean()),
+        "leaks_min": int(leaks_arr.min()),
+        "leaks_max": int(leaks_arr.max()),
+    }
 
 
 def describe_leakage(leak: Mapping[str, Any], page_test_images: int | None = None) -> list[str]:
@@ -738,18 +869,22 @@ def describe_leakage(leak: Mapping[str, Any], page_test_images: int | None = Non
     subset) how much one image moves an accuracy there."""
     test_images = int(leak["test_images"])
     per_image = 100 / max(test_images, 1)
-    out = [f"{leak['groups']} near-duplicate groups ({leak['images']} images) in {leak['total_images']:,} images.",
-           f"Groups spread over two splits: the book's grouped split {leak['grouped_split']}, a random split "
-           f"{leak['naive_mean']:.1f} on average (from {leak['naive_min']} to {leak['naive_max']}).",
-           f"Test images with a near-duplicate in training: the book's split {leak['grouped_test_leaks']}, a random "
-           f"split {leak['leaks_mean']:.1f} on average (from {leak['leaks_min']} to {leak['leaks_max']}). Each can "
-           f"move an accuracy on the whole folder's reference test split ({test_images:,} images) by {per_image:.2g} "
-           f"points: up to {leak['leaks_max'] * per_image:.2g} points for the worst of these random splits."]  # fmt: skip
+    out = [
+        f"{leak['groups']} near-duplicate groups ({leak['images']} images) in {leak['total_images']:,} images.",
+        f"Groups spread over two splits: the book's grouped split {leak['grouped_split']}, a random split "
+        f"{leak['naive_mean']:.1f} on average (from {leak['naive_min']} to {leak['naive_max']}).",
+        f"Test images with a near-duplicate in training: the book's split {leak['grouped_test_leaks']}, a random "
+        f"split {leak['leaks_mean']:.1f} on average (from {leak['leaks_min']} to {leak['leaks_max']}). Each can "
+        f"move an accuracy on the whole folder's reference test split ({test_images:,} images) by {per_image:.2g} "
+        f"points: up to {leak['leaks_max'] * per_image:.2g} points for the worst of these random splits.",
+    ]
     if page_test_images is None:
         return out
     if page_test_images == test_images:
         out.append(f"This page's models are tested on {page_test_images:,} test images too.")
     else:
-        out.append(f"This page's models are tested on a subset of {page_test_images:,} test images (fast mode), "
-                   f"where one image moves an accuracy by {100 / max(page_test_images, 1):.2g} points.")  # fmt: skip
+        out.append(
+            f"This page's models are tested on a subset of {page_test_images:,} test images (fast mode), "
+            f"where one image moves an accuracy by {100 / max(page_test_images, 1):.2g} points."
+        )
     return out

@@ -63,8 +63,9 @@ def plot_samples(data: CXRData, *, per_class: int = 6, split: str = "all", seed:
     labels = data.labels()
     allowed = data.indices(split)
     rng = np.random.default_rng(seed)
-    fig, axes = plt.subplots(len(data.classes), per_class, figsize=(1.6 * per_class, 1.75 * len(data.classes)),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(data.classes), per_class, figsize=(1.6 * per_class, 1.75 * len(data.classes)), squeeze=False
+    )
     for row, name in enumerate(data.classes):
         members = allowed[labels[allowed] == row]
         chosen = rng.choice(members, size=min(per_class, len(members)), replace=False)
@@ -73,8 +74,17 @@ def plot_samples(data: CXRData, *, per_class: int = 6, split: str = "all", seed:
             ax.axis("off")
             if col < len(chosen):
                 ax.imshow(pixels[chosen[col]], cmap="gray", vmin=0, vmax=255)
-        axes[row, 0].text(-0.08, 0.5, name, transform=axes[row, 0].transAxes, ha="right", va="center",
-                          color=CLASS_COLORS.get(name, "black"), fontsize=11, fontweight="bold")  # fmt: skip
+        axes[row, 0].text(
+            -0.08,
+            0.5,
+            name,
+            transform=axes[row, 0].transAxes,
+            ha="right",
+            va="center",
+            color=CLASS_COLORS.get(name, "black"),
+            fontsize=11,
+            fontweight="bold",
+        )
     fig.subplots_adjust(left=0.16, wspace=0.04, hspace=0.06)
     return fig
 
@@ -92,8 +102,17 @@ def plot_intensity_profile(data: CXRData, *, size: int = 64, ax: Any = None) -> 
     black = dark_share(pixels)
     fig, ax = _figure(ax, figsize=(7, 3))
     names = [data.classes[i] for i in labels]
-    sns.boxplot(x=black * 100, y=names, order=data.classes, hue=names, hue_order=data.classes,
-                palette=class_palette(data.classes), ax=ax, fliersize=1.5, legend=False)  # fmt: skip
+    sns.boxplot(
+        x=black * 100,
+        y=names,
+        order=data.classes,
+        hue=names,
+        hue_order=data.classes,
+        palette=class_palette(data.classes),
+        ax=ax,
+        fliersize=1.5,
+        legend=False,
+    )
     ax.set_xlabel("near-black pixels per image (%)")
     ax.set_ylabel("")
     ax.set_title("How much of each image is black background?")
@@ -194,8 +213,14 @@ def plot_history(history: list[dict[str, Any]], *, axes: Any = None) -> Figure:
     axes[1].plot(epochs, [h["valid_accuracy"] for h in history], "o-", label="validation accuracy")
     axes[1].plot(epochs, [h["valid_macro_auc"] for h in history], "s-", label="validation macro AUC")
     if "valid_accuracy_raw" in history[-1]:  # a run with a weight average (EMA)
-        axes[1].plot([epochs[-1]], [history[-1]["valid_accuracy_raw"]], "x", color="C0", markersize=8,
-                     label="validation accuracy, raw weights")  # fmt: skip
+        axes[1].plot(
+            [epochs[-1]],
+            [history[-1]["valid_accuracy_raw"]],
+            "x",
+            color="C0",
+            markersize=8,
+            label="validation accuracy, raw weights",
+        )
     axes[1].plot(epochs, [h["train_accuracy"] for h in history], ":", color="gray", label="train accuracy")
     axes[1].set_xlabel("epoch")
     axes[1].set_ylim(0, 1.02)
@@ -216,8 +241,17 @@ def plot_confusion_matrix(metrics: dict[str, Any], *, ax: Any = None, normalize:
     if normalize:
         matrix = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     fig, ax = _figure(ax, figsize=(5.2, 4.4))
-    sns.heatmap(matrix, annot=True, fmt=".2f" if normalize else ".0f", cmap="Blues", cbar=False, ax=ax,
-                xticklabels=cm["labels"], yticklabels=cm["labels"], square=True)  # fmt: skip
+    sns.heatmap(
+        matrix,
+        annot=True,
+        fmt=".2f" if normalize else ".0f",
+        cmap="Blues",
+        cbar=False,
+        ax=ax,
+        xticklabels=cm["labels"],
+        yticklabels=cm["labels"],
+        square=True,
+    )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("Confusion matrix" + (" (row-normalized)" if normalize else ""))
@@ -247,7 +281,7 @@ def _finish_roc(ax: Any, title: str, ylabel: str, *, legend_size: float) -> None
 
 def plot_reliability(curves: dict[str, dict[str, Any]], *, ax: Any = None) -> Figure:
     """Reliability diagram: accuracy against confidence per bin, one line per named curve
-    (e.g. before and after temperature scaling; from :func:`cxrlib.evaluate.reliability_curve`)."""
+    (e.g. before and after temperature scaling; from :func:`cxrlib.metrics.reliability_curve`)."""
     fig, ax = _figure(ax, figsize=(5, 4.6))
     ax.plot([0, 1], [0, 1], ":", color="gray", label="perfect calibration")
     for name, curve in curves.items():
@@ -270,16 +304,23 @@ def plot_operating_point(pred: Any, op: dict[str, Any], *, ax: Any = None) -> Fi
     fig, ax = _figure(ax, figsize=(5, 4.6))
     ax.plot(fpr, tpr, color=CLASS_COLORS["COVID"], linewidth=2, label="COVID against the rest (test)")
     chosen, argmax = op["test"], op["test_argmax"]
-    ax.plot(1 - chosen["specificity"], chosen["sensitivity"], "o", markersize=10, color="black",
-            label=f"p(COVID) ≥ {op['threshold']:.3f} (chosen on validation)")  # fmt: skip
+    ax.plot(
+        1 - chosen["specificity"],
+        chosen["sensitivity"],
+        "o",
+        markersize=10,
+        color="black",
+        label=f"p(COVID) ≥ {op['threshold']:.3f} (chosen on validation)",
+    )
     ax.plot(1 - argmax["specificity"], argmax["sensitivity"], "s", markersize=9, color="gray", label="arg-max rule")
     ax.axhline(op["target_sensitivity"], linestyle=":", color="gray")
     _finish_roc(ax, "Screening operating point", "sensitivity", legend_size=8)
     return fig
 
 
-def plot_cam_grid(images: Any, cams: Any, titles: Sequence[str], *, cols: int = 4, alpha: float = 0.45,
-                  size: float = 2.3) -> Figure:  # fmt: skip
+def plot_cam_grid(
+    images: Any, cams: Any, titles: Sequence[str], *, cols: int = 4, alpha: float = 0.45, size: float = 2.3
+) -> Figure:
     """CAM overlays in a grid, one title per image; an image given as ``None`` leaves its
     cell blank (to keep one row per class)."""
     rows = max(1, int(np.ceil(len(titles) / cols)))
@@ -342,8 +383,18 @@ def plot_inside_fraction(frame: Any, *, area: float, region: str = "central-ches
 
     order = [c for c in CLASS_COLORS if c in set(frame["true"])]
     fig, ax = _figure(ax, figsize=(7, 3.2))
-    sns.boxplot(data=frame, x="inside", y="true", order=order, hue="true", hue_order=order,
-                palette=class_palette(order), ax=ax, fliersize=0, legend=False)  # fmt: skip
+    sns.boxplot(
+        data=frame,
+        x="inside",
+        y="true",
+        order=order,
+        hue="true",
+        hue_order=order,
+        palette=class_palette(order),
+        ax=ax,
+        fliersize=0,
+        legend=False,
+    )
     sns.stripplot(data=frame, x="inside", y="true", order=order, color="black", size=2.5, alpha=0.5, ax=ax)
     ax.axvline(area, linestyle="--", color="gray")
     ax.text(area, -0.6, f" uniform map: {area:.0%}", color="gray", fontsize=8, va="bottom")
@@ -367,8 +418,9 @@ def plot_region_examples(images: Any, regions: Any, titles: Sequence[str]) -> Fi
     for row, (image, region, title) in enumerate(zip(images, regions, titles)):
         for col, name in enumerate(REGIONS):
             _show_gray(axes[row, col], apply_region(image, region, name), REGION_LABELS[name] if row == 0 else None)
-        axes[row, 0].text(-0.06, 0.5, title, transform=axes[row, 0].transAxes, rotation=90, ha="right",
-                          va="center", fontsize=9)  # fmt: skip
+        axes[row, 0].text(
+            -0.06, 0.5, title, transform=axes[row, 0].transAxes, rotation=90, ha="right", va="center", fontsize=9
+        )
     fig.tight_layout()
     return fig
 
@@ -386,8 +438,16 @@ def plot_region_comparison(table: Any, *, ax: Any = None) -> Figure:
         y = np.arange(len(measures)) - 0.4 + step * (k + 0.5)
         est = part["estimate"].to_numpy(dtype=float)
         err = np.vstack([est - part["low"].to_numpy(dtype=float), part["high"].to_numpy(dtype=float) - est])
-        ax.errorbar(est, y, xerr=err, fmt="o", color=colors.get(region, "gray"), capsize=3, markersize=4,
-                    label=REGION_LABELS.get(region, region))  # fmt: skip
+        ax.errorbar(
+            est,
+            y,
+            xerr=err,
+            fmt="o",
+            color=colors.get(region, "gray"),
+            capsize=3,
+            markersize=4,
+            label=REGION_LABELS.get(region, region),
+        )
     ax.set_yticks(np.arange(len(measures)), measures)
     ax.invert_yaxis()
     ax.set_xlim(0, 1.02)
@@ -405,8 +465,20 @@ def plot_dark_share(frame: Any, threshold: float | None = None, *, ax: Any = Non
 
     order = [c for c in CLASS_COLORS if c in set(frame["class"])]
     fig, ax = _figure(ax, figsize=(7, 3.0))
-    sns.stripplot(data=frame, x="dark share", y="class", order=order, hue="class", hue_order=order,
-                  palette=class_palette(order), size=2.5, alpha=0.6, jitter=0.3, ax=ax, legend=False)  # fmt: skip
+    sns.stripplot(
+        data=frame,
+        x="dark share",
+        y="class",
+        order=order,
+        hue="class",
+        hue_order=order,
+        palette=class_palette(order),
+        size=2.5,
+        alpha=0.6,
+        jitter=0.3,
+        ax=ax,
+        legend=False,
+    )
     if threshold is not None:
         ax.axvline(threshold, linestyle="--", color="black")
         ax.text(threshold, -0.6, f" threshold {threshold:.2f}", fontsize=8, va="bottom")

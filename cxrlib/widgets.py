@@ -47,10 +47,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .checkpoint import LoadedModel, cpu_model, load_model, model_input
 from .config import CXRError
-from .evaluate import Predictions, cached_predictions, model_input, predict_split
+from .evaluate import Predictions, cached_predictions, predict_split
 from .explain import CAM_METHODS, CamExplainer, overlay
-from .train import LoadedModel, load_model
 from .viz import CLASS_COLORS
 
 if TYPE_CHECKING:
@@ -111,8 +111,14 @@ class _StepArtists:
         """The artists a step changes (for blitting)."""
         return [self.image, self.cam, *self.bars, *self.values, *self.titles]
 
-    def update(self, image: np.ndarray | None, cam: np.ndarray | None, probs: np.ndarray | None,
-               true: int | None, titles: tuple[str, str, str]) -> None:  # fmt: skip
+    def update(
+        self,
+        image: np.ndarray | None,
+        cam: np.ndarray | None,
+        probs: np.ndarray | None,
+        true: int | None,
+        titles: tuple[str, str, str],
+    ) -> None:
         empty = image is None
         pixels = np.zeros(self.image.get_array().shape, np.uint8) if empty else image
         self.image.set_data(pixels)
@@ -131,14 +137,13 @@ class _StepArtists:
 class Explorer:
     """Browse a split's predictions with their CAMs. See the module docstring."""
 
-    def __init__(self, model: LoadedModel, predictions: Predictions, *, method: str = "gradcam",
-                 dpi: int = 80) -> None:  # fmt: skip
+    def __init__(self, model: LoadedModel, predictions: Predictions, *, method: str = "gradcam", dpi: int = 80) -> None:
         if predictions.images is None:
             raise CXRError("the explorer needs the images: use cached_predictions() or predict_split(keep_images=True)")
         if method not in CAM_METHODS:
             raise CXRError(f"unknown CAM method {method!r}; choose from {', '.join(CAM_METHODS)}")
         self.loaded = model
-        self.model = model.model.cpu().eval()
+        self.model = cpu_model(model.model)  # the caller's model stays where it is
         self.pred = predictions
         self.method = method
         self.dpi = dpi
@@ -152,9 +157,16 @@ class Explorer:
         self._busy = False
 
     @classmethod
-    def from_run(cls, run: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None, *,
-                 split: str = "test", method: str = "gradcam", img_size: int | None = None,
-                 progress: bool = False) -> Explorer:  # fmt: skip
+    def from_run(
+        cls,
+        run: str | os.PathLike[str],
+        data_dir: str | os.PathLike[str] | None = None,
+        *,
+        split: str = "test",
+        method: str = "gradcam",
+        img_size: int | None = None,
+        progress: bool = False,
+    ) -> Explorer:
         """An explorer of one split of a run's data (predictions from the cache when possible).
 
         ``img_size``: show (and predict, and map) the images at another size than the run's
@@ -164,14 +176,25 @@ class Explorer:
             predictions = cached_predictions(run, data_dir, split=split, progress=progress)
         else:
             loaded = replace(loaded, preprocessing=replace(loaded.preprocessing, img_size=img_size))
-            predictions = predict_split(loaded, data_dir if data_dir is not None else _run_data(run), split=split,
-                                        keep_images=True, progress=progress)  # fmt: skip
+            predictions = predict_split(
+                loaded,
+                data_dir if data_dir is not None else _run_data(run),
+                split=split,
+                keep_images=True,
+                progress=progress,
+            )
         return cls(loaded, predictions, method=method)
 
     # -------------------------------------------------------------- selection
 
-    def select(self, *, true: str | None = None, predicted: str | None = None, correct: bool | None = None,
-               confidence: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:  # fmt: skip
+    def select(
+        self,
+        *,
+        true: str | None = None,
+        predicted: str | None = None,
+        correct: bool | None = None,
+        confidence: tuple[float, float] = (0.0, 1.0),
+    ) -> np.ndarray:
         """Keep the images matching every filter given (``None``: no filter); returns and
         stores their indices in :attr:`selection`, and goes back to the first one."""
         classes = self.pred.classes
@@ -253,8 +276,11 @@ class Explorer:
             fig = Figure(figsize=(9.0, 3.1), dpi=self.dpi)  # not a pyplot figure: never shown twice
             FigureCanvasAgg(fig)
             # fixed rectangles (left, bottom, width, height): no layout engine to run per step
-            axes = [fig.add_axes((0.01, 0.04, 0.28, 0.78)), fig.add_axes((0.31, 0.04, 0.28, 0.78)),
-                    fig.add_axes((0.73, 0.1, 0.22, 0.72))]  # fmt: skip
+            axes = [
+                fig.add_axes((0.01, 0.04, 0.28, 0.78)),
+                fig.add_axes((0.31, 0.04, 0.28, 0.78)),
+                fig.add_axes((0.73, 0.1, 0.22, 0.72)),
+            ]
             self._artists = _StepArtists(axes, self.pred.classes, self.pred.images.shape[-1])  # type: ignore[union-attr]
             self._title = fig.suptitle("", fontsize=10)
             # blitting: everything that never changes (axes, ticks, labels) is rendered once
@@ -278,8 +304,13 @@ class Explorer:
             self._title.set_text("no image matches the filters")
         else:
             p = self.pred
-            artists.update(p.images[index], self.cam(index, method), p.probs[index], int(p.labels[index]),  # type: ignore[index]
-                           ("X-ray", f"{method}: {p.classes[int(p.predicted[index])]}", "probabilities"))  # fmt: skip
+            artists.update(
+                p.images[index],
+                self.cam(index, method),
+                p.probs[index],
+                int(p.labels[index]),  # type: ignore[index]
+                ("X-ray", f"{method}: {p.classes[int(p.predicted[index])]}", "probabilities"),
+            )
             self._title.set_text(self.describe(index))
         fig.canvas.restore_region(self._background)
         for artist in self._dynamic:
@@ -302,15 +333,23 @@ class Explorer:
         import matplotlib.pyplot as plt
 
         method = method or self.method
-        fig, axes = plt.subplots(len(indices), 3, figsize=(9.0, 2.7 * len(indices)), squeeze=False,
-                                 gridspec_kw={"width_ratios": [1, 1, 1.15]})  # fmt: skip
+        fig, axes = plt.subplots(
+            len(indices),
+            3,
+            figsize=(9.0, 2.7 * len(indices)),
+            squeeze=False,
+            gridspec_kw={"width_ratios": [1, 1, 1.15]},
+        )
         p = self.pred
         for row, index in zip(axes, indices):
             artists = _StepArtists(row, p.classes, p.images.shape[-1])  # type: ignore[union-attr]
             true, guess = p.classes[int(p.labels[index])], p.classes[int(p.predicted[index])]
             name = os.path.basename(p.paths[index])
-            titles = (name if len(name) <= 30 else name[:27] + "...", f"{method} map of {guess}",
-                      f"true {true}: {'right' if true == guess else 'wrong'} ({p.confidence[index]:.0%})")  # fmt: skip
+            titles = (
+                name if len(name) <= 30 else name[:27] + "...",
+                f"{method} map of {guess}",
+                f"true {true}: {'right' if true == guess else 'wrong'} ({p.confidence[index]:.0%})",
+            )
             artists.update(
                 p.images[index],
                 self.cam(index, method),
@@ -365,23 +404,42 @@ class Explorer:
         for index, cam in zip(chosen, maps):
             image = p.images[index]  # type: ignore[index]
             rgb = (overlay(image, cam) * 255).round().astype(np.uint8)
-            items.append({"name": os.path.basename(p.paths[index]), "true": int(p.labels[index]),
-                          "predicted": int(p.predicted[index]), "probs": [round(float(v), 3) for v in p.probs[index]],
-                          "xray": jpeg(np.asarray(image, dtype=np.uint8)), "cam": jpeg(rgb)})  # fmt: skip
+            items.append(
+                {
+                    "name": os.path.basename(p.paths[index]),
+                    "true": int(p.labels[index]),
+                    "predicted": int(p.predicted[index]),
+                    "probs": [round(float(v), 3) for v in p.probs[index]],
+                    "xray": jpeg(np.asarray(image, dtype=np.uint8)),
+                    "cam": jpeg(rgb),
+                }
+            )
         shown = f"all {len(p)}" if len(chosen) == len(p) else f"{len(chosen)} of the {len(p)}"
         wrong_shown = int((~p.correct[chosen]).sum())
-        note = (f"Drawn when this page was built: {shown} test images ({wrong_shown} of them wrong"
-                + ("" if len(chosen) == len(p) else ": every error, and correct ones drawn evenly over the true classes")
-                + f"), {method} maps of the predicted class. In a running notebook the same call is live: any image, "
-                "any CAM method.")  # fmt: skip
-        data = {"classes": list(p.classes), "colors": [CLASS_COLORS.get(c, "#7f7f7f") for c in p.classes],
-                "method": method, "items": items}  # fmt: skip
+        note = (
+            f"Drawn when this page was built: {shown} test images ({wrong_shown} of them wrong"
+            + ("" if len(chosen) == len(p) else ": every error, and correct ones drawn evenly over the true classes")
+            + f"), {method} maps of the predicted class. In a running notebook the same call is live: any image, "
+            "any CAM method."
+        )
+        data = {
+            "classes": list(p.classes),
+            "colors": [CLASS_COLORS.get(c, "#7f7f7f") for c in p.classes],
+            "method": method,
+            "items": items,
+        }
         payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
         uid = f"cxr-explorer-{uuid.uuid4().hex[:10]}"
         options = "".join(f'<option value="{k}">{html.escape(c)}</option>' for k, c in enumerate(p.classes))
-        return STATIC_TEMPLATE.format(uid=uid, options=options, note=html.escape(note), payload=payload,
-                                      method=html.escape(method), script=STATIC_SCRIPT.replace("UID", uid),
-                                      style=STATIC_STYLE)  # fmt: skip
+        return STATIC_TEMPLATE.format(
+            uid=uid,
+            options=options,
+            note=html.escape(note),
+            payload=payload,
+            method=html.escape(method),
+            script=STATIC_SCRIPT.replace("UID", uid),
+            style=STATIC_STYLE,
+        )
 
     def show(self, *, static: bool = True) -> ExplorerView:
         """The explorer, for a reader with a kernel and for one without: displays as the live
@@ -400,26 +458,55 @@ class Explorer:
         ]
         c = self.controls
         label = {"description_width": "initial"}  # labels in full, not cut to the default 90 px
-        c["true"] = w.Dropdown(options=[("any", None)] + [(k, k) for k in classes], value=None, description="true class",
-                               style=label, layout=w.Layout(width="230px"))  # fmt: skip
-        c["predicted"] = w.Dropdown(options=[("any", None)] + [(k, k) for k in classes], value=None,
-                                    description="predicted", style=label, layout=w.Layout(width="230px"))  # fmt: skip
-        c["correct"] = w.ToggleButtons(options=[("all", None), ("right", True), ("wrong", False)], value=None,
-                                       style={"button_width": "70px"})  # fmt: skip
-        c["confidence"] = w.FloatRangeSlider(value=(0.0, 1.0), min=0.0, max=1.0, step=0.01, description="confidence",
-                                             readout_format=".2f", continuous_update=False, style=label)  # fmt: skip
-        c["method"] = w.Dropdown(options=list(CAM_METHODS), value=self.method, description="CAM method", style=label,
-                                 layout=w.Layout(width="230px"))  # fmt: skip
+        c["true"] = w.Dropdown(
+            options=[("any", None)] + [(k, k) for k in classes],
+            value=None,
+            description="true class",
+            style=label,
+            layout=w.Layout(width="230px"),
+        )
+        c["predicted"] = w.Dropdown(
+            options=[("any", None)] + [(k, k) for k in classes],
+            value=None,
+            description="predicted",
+            style=label,
+            layout=w.Layout(width="230px"),
+        )
+        c["correct"] = w.ToggleButtons(
+            options=[("all", None), ("right", True), ("wrong", False)], value=None, style={"button_width": "70px"}
+        )
+        c["confidence"] = w.FloatRangeSlider(
+            value=(0.0, 1.0),
+            min=0.0,
+            max=1.0,
+            step=0.01,
+            description="confidence",
+            readout_format=".2f",
+            continuous_update=False,
+            style=label,
+        )
+        c["method"] = w.Dropdown(
+            options=list(CAM_METHODS),
+            value=self.method,
+            description="CAM method",
+            style=label,
+            layout=w.Layout(width="230px"),
+        )
         c["previous"] = w.Button(description="◀ previous", layout=w.Layout(width="auto"))
         c["next"] = w.Button(description="next ▶", layout=w.Layout(width="auto"))
-        c["position"] = w.IntSlider(min=0, max=max(0, len(self.selection) - 1), value=0, description="image",
-                                    continuous_update=False)  # fmt: skip
+        c["position"] = w.IntSlider(
+            min=0, max=max(0, len(self.selection) - 1), value=0, description="image", continuous_update=False
+        )
         c["info"] = w.HTML()
         c["image"] = w.Image(format="jpeg", layout=w.Layout(width="100%", max_width="720px"))
 
         def refilter(_change: Any = None) -> None:
-            self.select(true=c["true"].value, predicted=c["predicted"].value, correct=c["correct"].value,
-                        confidence=tuple(c["confidence"].value))  # fmt: skip
+            self.select(
+                true=c["true"].value,
+                predicted=c["predicted"].value,
+                correct=c["correct"].value,
+                confidence=tuple(c["confidence"].value),
+            )
             self._busy = True
             try:
                 c["position"].value = 0

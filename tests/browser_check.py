@@ -187,14 +187,18 @@ def drive_explorer(browser: Browser, shots: Path) -> tuple[list[str], list[str]]
     previous, box = capture("explorer-0-start")
     lines.append(f"explorer: {box['info']}, {box['width']:.0f} x {box['height']:.0f} px")
     actions = [(f"explorer-{k}-next", EXPLORER_NEXT, f"step {k} (next)") for k in range(1, EXPLORER_STEPS + 1)]
-    actions += [(f"explorer-{EXPLORER_STEPS + k}-filter-{name}", f"({EXPLORER_FILTER})('{name}')", f"filter {name}")
-                for k, name in enumerate(("correct", "true"), start=1)]  # fmt: skip
+    actions += [
+        (f"explorer-{EXPLORER_STEPS + k}-filter-{name}", f"({EXPLORER_FILTER})('{name}')", f"filter {name}")
+        for k, name in enumerate(("correct", "true"), start=1)
+    ]
     for name, script, label in actions:
         chosen = browser.evaluate(script)
         after, box = capture(name)
         share = changed_pixels(previous, after)
-        lines.append(f"explorer: {label}{f' = {chosen}' if isinstance(chosen, str) else ''}: {share:.1%} of its "
-                     f"pixels changed ({box['info']})")  # fmt: skip
+        lines.append(
+            f"explorer: {label}{f' = {chosen}' if isinstance(chosen, str) else ''}: {share:.1%} of its "
+            f"pixels changed ({box['info']})"
+        )
         if share < 0.005:
             problems.append(f"static explorer: {label} did not change the shown image or bars")
         previous = after
@@ -206,15 +210,19 @@ def drive_explorer(browser: Browser, shots: Path) -> tuple[list[str], list[str]]
         elif event["method"] == "Runtime.consoleAPICalled" and event["params"].get("type") == "error":
             problems.append("static explorer: a console error was logged")
     # the same explorer, filters reset, in a narrow window
-    browser.evaluate("document.querySelectorAll('.cxr-explorer select[data-filter]').forEach(s => "
-                     "{ s.value = ''; s.dispatchEvent(new Event('change')); })")  # fmt: skip
+    browser.evaluate(
+        "document.querySelectorAll('.cxr-explorer select[data-filter]').forEach(s => "
+        "{ s.value = ''; s.dispatchEvent(new Event('change')); })"
+    )
     browser.send("Emulation.setDeviceMetricsOverride", width=NARROW, height=HEIGHT, deviceScaleFactor=1, mobile=False)
     browser.pump(0.5)
     _, box = capture(f"explorer-at-{NARROW}px")
     if box["overflow"]:
         problems.append(f"static explorer: wider than a {NARROW}-px window (horizontal scrolling)")
-    lines.append(f"explorer: at {NARROW} px wide: {box['width']:.0f} x {box['height']:.0f} px, "
-                 f"{'overflows' if box['overflow'] else 'fits'}")  # fmt: skip
+    lines.append(
+        f"explorer: at {NARROW} px wide: {box['width']:.0f} x {box['height']:.0f} px, "
+        f"{'overflows' if box['overflow'] else 'fits'}"
+    )
     browser.send("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False)
     browser.pump(0.3)
     return problems, lines
@@ -265,8 +273,14 @@ def serve(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
 
 # --------------------------------------------------------------------------- browser
 def find_chromium(explicit: str | None) -> str | None:
-    for candidate in [explicit, os.environ.get("CHROMIUM"), "chromium", "chromium-browser",
-                      "google-chrome", "google-chrome-stable"]:  # fmt: skip
+    for candidate in [
+        explicit,
+        os.environ.get("CHROMIUM"),
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        "google-chrome-stable",
+    ]:
         if candidate and shutil.which(candidate):
             return shutil.which(candidate)
     return None
@@ -280,12 +294,28 @@ class Browser:
 
         self.profile = tempfile.mkdtemp(prefix="cxr-chromium-")
         self.proc = subprocess.Popen(
-            [executable, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-extensions", "--hide-scrollbars", "--mute-audio", "--remote-allow-origins=*",
-             f"--window-size={WIDTH},{HEIGHT}", "--remote-debugging-port=0",
-             f"--user-data-dir={self.profile}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+            [
+                executable,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-extensions",
+                "--hide-scrollbars",
+                "--mute-audio",
+                "--remote-allow-origins=*",
+                f"--window-size={WIDTH},{HEIGHT}",
+                "--remote-debugging-port=0",
+                f"--user-data-dir={self.profile}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         port_file = Path(self.profile) / "DevToolsActivePort"
         deadline = time.time() + timeout
         while not (port_file.exists() and port_file.read_text().strip()):
@@ -378,8 +408,13 @@ class Browser:
 def local_paths() -> list[str]:
     """Absolute paths of this machine that a page must never show: the repository, the
     data folder, the caches and the home folder (a reader's copy has other paths)."""
-    candidates = [str(ROOT), os.environ.get("CXR_DATA_DIR", ""), os.environ.get("CXR_CACHE_DIR", ""),
-                  os.environ.get("CXR_RUNS_DIR", ""), os.path.expanduser("~")]  # fmt: skip
+    candidates = [
+        str(ROOT),
+        os.environ.get("CXR_DATA_DIR", ""),
+        os.environ.get("CXR_CACHE_DIR", ""),
+        os.environ.get("CXR_RUNS_DIR", ""),
+        os.path.expanduser("~"),
+    ]
     return sorted({c.rstrip("/") for c in candidates if len(c.rstrip("/")) > 4 and c.startswith("/")})
 
 
@@ -510,9 +545,11 @@ def main(argv: list[str] | None = None) -> int:
             elif page == EXPLORER_PAGE:
                 page_problems.append("no static explorer on the page (Explorer.show)")
             state = "ok" if not page_problems else f"{len(page_problems)} problem(s)"
-            print(f"browser check: {page}: {summary['images']} output image(s), {summary['widgets']} widget(s), "
-                  f"{summary['formulas']} formula(s), {summary['height']} px, {weight / 2**20:.2f} MB -> "
-                  f"{shot.relative_to(args.build.parent) if shot.is_relative_to(args.build.parent) else shot}: {state}")  # fmt: skip
+            print(
+                f"browser check: {page}: {summary['images']} output image(s), {summary['widgets']} widget(s), "
+                f"{summary['formulas']} formula(s), {summary['height']} px, {weight / 2**20:.2f} MB -> "
+                f"{shot.relative_to(args.build.parent) if shot.is_relative_to(args.build.parent) else shot}: {state}"
+            )
             for line in explorer_lines:
                 print(f"  {line}")
             for url in summary["blocked"]:

@@ -55,8 +55,15 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempP
     kagglehub_cache = tmp_path_factory.mktemp("kagglehub-cache")
     monkeypatch.setenv("CXR_CACHE_DIR", str(cache))
     monkeypatch.setenv("KAGGLEHUB_CACHE", str(kagglehub_cache))
-    for var in ("CXR_DATA_DIR", "CXR_FAST", "CXR_KAGGLE_HANDLE", "CXR_RUNS_DIR",
-                "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):  # fmt: skip
+    for var in (
+        "CXR_DATA_DIR",
+        "CXR_FAST",
+        "CXR_KAGGLE_HANDLE",
+        "CXR_RUNS_DIR",
+        "KAGGLE_USERNAME",
+        "KAGGLE_KEY",
+        "KAGGLE_API_TOKEN",
+    ):
         monkeypatch.delenv(var, raising=False)
 
     # Belt and braces: no test may open an internet connection (kagglehub would try one

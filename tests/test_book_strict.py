@@ -61,9 +61,24 @@ def build(folder: Path) -> subprocess.CompletedProcess:
     """The build command of `make book`, run in ``folder``."""
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     return subprocess.run(
-        [str(JUPYTER_BOOK), "build", ".", "--all", "--toc", "book/_toc.yml", "--config", "_config.yml",
-         "-W", "--keep-going"],
-        cwd=folder, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+        [
+            str(JUPYTER_BOOK),
+            "build",
+            ".",
+            "--all",
+            "--toc",
+            "book/_toc.yml",
+            "--config",
+            "_config.yml",
+            "-W",
+            "--keep-going",
+        ],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @needs_widgets_js
@@ -75,8 +90,11 @@ def test_a_cell_error_fails_the_strict_build(tmp_path: Path) -> None:
     assert "ZeroDivisionError" in output
     times = json.loads((book / "_build" / "execution-times.json").read_text())["notebooks"]
     assert [(t["docname"], t["succeeded"]) for t in times] == [("chapters/01_tiny", False)]
-    report = subprocess.run([sys.executable, str(ROOT / "tools" / "book_report.py"), str(book / "_build"),
-                             "--status", "1"], capture_output=True, text=True)  # fmt: skip
+    report = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "book_report.py"), str(book / "_build"), "--status", "1"],
+        capture_output=True,
+        text=True,
+    )
     assert report.returncode == 1 and "FAILED" in report.stdout and "chapters/01_tiny" in report.stdout
 
 
@@ -107,9 +125,17 @@ def test_widgets_are_embedded_and_served_locally(tmp_path: Path) -> None:
     if shutil.which("chromium") is None:
         pytest.skip("no chromium: the rendering check needs a browser")
     check = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "browser_check.py"), str(book / "_build"), "--toc",
-         str(book / "book" / "_toc.yml")],
-        capture_output=True, text=True, timeout=300)  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "tests" / "browser_check.py"),
+            str(book / "_build"),
+            "--toc",
+            str(book / "book" / "_toc.yml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "chapters/01_tiny: 0 output image(s), 1 widget(s)" in check.stdout
     assert "book/intro: 0 output image(s), 0 widget(s), 1 formula(s)" in check.stdout  # MathJax, served locally

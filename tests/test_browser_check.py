@@ -33,8 +33,12 @@ ZeroDivisionError: division by zero</div></div>
 def run_check(build: Path, toc_root: str) -> subprocess.CompletedProcess:
     toc = build / "_toc.yml"
     toc.write_text(f"format: jb-book\nroot: {toc_root}\n")
-    return subprocess.run([sys.executable, str(ROOT / "tests" / "browser_check.py"), str(build), "--toc", str(toc),
-                           "--wait", "4"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "browser_check.py"), str(build), "--toc", str(toc), "--wait", "4"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_a_good_page_passes_and_is_screenshot(tmp_path: Path) -> None:

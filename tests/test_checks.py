@@ -28,9 +28,11 @@ def test_check_shift_table_names_each_problem() -> None:
     wrong = _shift([[0.1, 0.5, 0.0], [0.0, 1.0, 0.0], [0.2, 0.3, 0.5]], order=("after", "before"))
     report = check_shift_table(wrong.drop(columns=["Normal"]), CLASSES)
     assert not report.passed
-    assert report.problems == ["rows should come as 'before' then 'after', not ['after', 'before']",
-                               "columns missing: Normal",
-                               "each row should sum to 1 (shares of the images of one true class)"]  # fmt: skip
+    assert report.problems == [
+        "rows should come as 'before' then 'after', not ['after', 'before']",
+        "columns missing: Normal",
+        "each row should sum to 1 (shares of the images of one true class)",
+    ]
     assert check_shift_table("a table", CLASSES).problems == [
         "expected the table of trust.blackout_shift (rows: before/after x true class)"
     ]

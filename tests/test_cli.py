@@ -84,8 +84,9 @@ def _path_value(kind: str, tmp: Path) -> str:
     a_file = tmp / "a-file.txt"
     a_file.write_text("not a folder")
     (tmp / "a-folder").mkdir(exist_ok=True)
-    return str({"missing": tmp / "missing", "under-a-file": a_file / "x", "a-file": a_file,
-                "a-folder": tmp / "a-folder"}[kind])  # fmt: skip
+    return str(
+        {"missing": tmp / "missing", "under-a-file": a_file / "x", "a-file": a_file, "a-folder": tmp / "a-folder"}[kind]
+    )
 
 
 def _bad_values(command: str, action: argparse.Action) -> list[str]:
@@ -162,6 +163,7 @@ def nothing_to_find(monkeypatch: pytest.MonkeyPatch) -> None:
     import cxrlib.bench
     import cxrlib.data
     import cxrlib.evaluate
+    import cxrlib.runs
     import cxrlib.train
 
     monkeypatch.setattr(config, "_kagglehub_path", lambda handle: None)
@@ -172,9 +174,14 @@ def nothing_to_find(monkeypatch: pytest.MonkeyPatch) -> None:
 
         return started
 
-    for module, name in ((cxrlib.data, "find_dataset_root"), (cxrlib.evaluate, "find_dataset_root"),
-                         (cxrlib.bench, "bench_training"), (cxrlib.bench, "bench_explorer"),
-                         (cxrlib.train, "ensure_run"), (cxrlib.train, "pick_device")):  # fmt: skip
+    for module, name in (
+        (cxrlib.data, "find_dataset_root"),
+        (cxrlib.evaluate, "find_dataset_root"),
+        (cxrlib.bench, "bench_training"),
+        (cxrlib.bench, "bench_explorer"),
+        (cxrlib.runs, "ensure_run"),
+        (cxrlib.train, "pick_device"),
+    ):
         monkeypatch.setattr(module, name, refuse(f"{module.__name__}.{name}"))
 
 
@@ -253,7 +260,7 @@ def test_no_command_is_one_line_listing_the_commands(capsys: pytest.CaptureFixtu
         ["data", "--no-such-option"],
         ["data", "one", "two"],
         ["train", "--out"],
-    ],  # fmt: skip
+    ],
     ids=" ".join,
 )
 def test_unknown_arguments(argv: list[str], capsys: pytest.CaptureFixture[str], nothing_to_find: None) -> None:
@@ -275,8 +282,9 @@ def test_subcommand_without_arguments(command: str, capsys: pytest.CaptureFixtur
 
 
 @pytest.mark.parametrize(("command", "dest", "value"), _cases(), ids=lambda v: str(v))
-def test_bad_value(command: str, dest: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                   nothing_to_find: None) -> None:  # fmt: skip
+def test_bad_value(
+    command: str, dest: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], nothing_to_find: None
+) -> None:
     action = next(a for a in SUBCOMMANDS[command]._actions if a.dest == dest)
     if action.type is None and action.choices is None:
         value = _path_value(value, tmp_path)
@@ -311,8 +319,9 @@ def test_interrupt_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.C
 REPORT_LINE = re.compile(r"^cxr: internal error: (?P<what>.*) \(full report: (?P<path>.+)\)\n\Z")
 
 
-def _crash(command: str, tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-           exc: Exception) -> tuple[str, Path, str]:  # fmt: skip
+def _crash(
+    command: str, tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], exc: Exception
+) -> tuple[str, Path, str]:
     """Run ``command`` with its function raising ``exc``: (what, report path, report text)."""
 
     def broken_subcommand(args: argparse.Namespace) -> int:
@@ -333,16 +342,18 @@ def _crash(command: str, tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pyt
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
-def test_internal_error_is_one_line_and_a_report(command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_internal_error_is_one_line_and_a_report(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     what, report, text = _crash(command, tmp_path, monkeypatch, capsys, RuntimeError("it broke\non two lines"))
     assert what == "RuntimeError: it broke on two lines"
     assert report.parent == config.cache_dir() / "crash-reports"
     assert "RuntimeError: it broke\non two lines" in text
 
 
-def test_internal_error_report_falls_back_to_the_temp_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_internal_error_report_falls_back_to_the_temp_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     blocker = tmp_path / "cache-is-a-file"
     blocker.write_text("")
     monkeypatch.setenv("CXR_CACHE_DIR", str(blocker))
@@ -353,8 +364,9 @@ def test_internal_error_report_falls_back_to_the_temp_folder(tmp_path: Path, mon
     assert report.parent == tmp_path / "tmp"
 
 
-def test_internal_error_without_a_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_internal_error_without_a_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     monkeypatch.setattr(cli, "_crash_folders", lambda: [blocker / "x"])
@@ -372,8 +384,9 @@ def test_internal_error_without_a_report(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_python_dash_m_help() -> None:
-    proc = subprocess.run([sys.executable, "-m", "cxrlib", "--help"], capture_output=True, text=True,
-                          env=subprocess_env(), timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "cxrlib", "--help"], capture_output=True, text=True, env=subprocess_env(), timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert proc.stdout.startswith("usage: cxr")
@@ -383,9 +396,12 @@ def test_python_dash_m_help() -> None:
 def test_parser_does_not_import_torch() -> None:
     """``cxr --help`` and usage errors stay fast (and work with a broken torch install)."""
     heavy = "('torch', 'torchvision', 'numpy')"
-    code = ("import sys; from cxrlib import cli; cli.build_parser(); "
-            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy}))")  # fmt: skip
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(),
-                          timeout=120)  # fmt: skip
+    code = (
+        "import sys; from cxrlib import cli; cli.build_parser(); "
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy}))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

@@ -80,8 +80,13 @@ def test_data_json_near_duplicates(tmp_path: Path, capsys) -> None:
 
 
 def test_data_flat_layout_without_masks(tmp_path: Path, capsys) -> None:
-    ds = build_dataset(tmp_path / "old", {"COVID": 6, "Normal": 6}, layout="flat", dirnames={"COVID": "COVID-19",
-                       "Normal": "NORMAL"}, wrapper=None)  # fmt: skip
+    ds = build_dataset(
+        tmp_path / "old",
+        {"COVID": 6, "Normal": 6},
+        layout="flat",
+        dirnames={"COVID": "COVID-19", "Normal": "NORMAL"},
+        wrapper=None,
+    )
     summary = run_json(capsys, str(ds.path))
     assert summary["classes"] == ["COVID", "Normal"]
     assert summary["masks"] is False

@@ -1081,14 +1081,30 @@ def test_frame_and_summary(current_ds) -> None:
 def test_settings() -> None:
     normal, fast = get_settings(False), get_settings(True)
     assert (normal.fast, normal.img_size, normal.per_class_limit, normal.valid_size, normal.test_size) == (
-        False, 224, None, 400, 400)  # fmt: skip
+        False,
+        224,
+        None,
+        400,
+        400,
+    )
     assert fast.fast and fast.per_class_limit == 60 and fast.img_size < normal.img_size
     assert fast.valid_size < normal.valid_size and fast.test_size < normal.test_size
     assert normal.seed == fast.seed == 0
 
 
-@pytest.mark.parametrize(("value", "fast"), [("1", True), ("true", True), ("YES", True), (" on ", True),
-                                              ("0", False), ("", False), ("no", False), ("false", False)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("value", "fast"),
+    [
+        ("1", True),
+        ("true", True),
+        ("YES", True),
+        (" on ", True),
+        ("0", False),
+        ("", False),
+        ("no", False),
+        ("false", False),
+    ],
+)
 def test_cxr_fast_is_read_when_called(monkeypatch: pytest.MonkeyPatch, value: str, fast: bool) -> None:
     assert config.is_fast() is False
     monkeypatch.setenv("CXR_FAST", value)
@@ -1097,8 +1113,9 @@ def test_cxr_fast_is_read_when_called(monkeypatch: pytest.MonkeyPatch, value: st
 
 
 def test_fast_mode_keeps_per_class_limit_images(make_dataset, monkeypatch: pytest.MonkeyPatch) -> None:
-    ds = make_dataset({"COVID": 63, "Normal": 61, "Viral Pneumonia": 12}, layout="flat", wrapper=None,
-                      metadata=False, size=40)  # fmt: skip
+    ds = make_dataset(
+        {"COVID": 63, "Normal": 61, "Viral Pneumonia": 12}, layout="flat", wrapper=None, metadata=False, size=40
+    )
     monkeypatch.setenv("CXR_FAST", "1")
     settings = get_settings()
     assert settings.fast and settings.per_class_limit == 60
@@ -1320,9 +1337,11 @@ def test_a_scan_says_how_much_of_the_database_it_holds() -> None:
     assert whole.describe_images() == "21,165 images, the whole database"
     sample = _fake_scan({"COVID": 700, "Lung_Opacity": 687, "Normal": 700, "Viral Pneumonia": 461})
     assert sample.describe_size() == "a sample of 12% of the database's 21,165"
-    assert sample.summary() == ("the folder COVID-19_Radiography_Dataset, 2,548 readable images (COVID 700, "
-                                "Lung_Opacity 687, Normal 700, Viral Pneumonia 461), a sample of 12% of the "
-                                "database's 21,165.")  # fmt: skip
+    assert sample.summary() == (
+        "the folder COVID-19_Radiography_Dataset, 2,548 readable images (COVID 700, "
+        "Lung_Opacity 687, Normal 700, Viral Pneumonia 461), a sample of 12% of the "
+        "database's 21,165."
+    )
     tiny = _fake_scan(dict.fromkeys(CANONICAL, 10), name="tiny")
     assert tiny.describe_images() == "40 images, a sample of less than 1% of the database's 21,165"
 
@@ -1331,7 +1350,8 @@ def test_a_scan_compares_its_balance_with_the_database() -> None:
     sample = _fake_scan({"COVID": 700, "Lung_Opacity": 687, "Normal": 690, "Viral Pneumonia": 461})
     assert sample.describe_balance() == (
         "largest and smallest class: this folder COVID 700 and Viral Pneumonia 461 images, 1.5 to 1; "
-        "the whole database Normal 10,192 and Viral Pneumonia 1,345 images, 7.6 to 1")  # fmt: skip
+        "the whole database Normal 10,192 and Viral Pneumonia 1,345 images, 7.6 to 1"
+    )
     three = _fake_scan({"COVID": 30, "Lung_Opacity": 10, "Normal": 20})
     assert three.describe_balance().endswith(
         "the whole database (the same classes) Normal 10,192 and COVID 3,616 images, 2.8 to 1"

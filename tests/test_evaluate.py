@@ -14,6 +14,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from cxrlib import evaluate as ev
+from cxrlib import metrics as mt
 from cxrlib import stats
 from cxrlib.cli import main
 from cxrlib.config import CXRError
@@ -36,8 +37,18 @@ PROBS = np.array([
 ])  # fmt: skip
 LABELS = np.array([0, 0, 0, 1, 1, 2, 2, 2])
 
-JSON_KEYS = {"n", "classes", "accuracy", "balanced_accuracy", "macro_auc", "per_class", "confusion_matrix", "ci95",
-             "ci95_method", "ece"}  # fmt: skip
+JSON_KEYS = {
+    "n",
+    "classes",
+    "accuracy",
+    "balanced_accuracy",
+    "macro_auc",
+    "per_class",
+    "confusion_matrix",
+    "ci95",
+    "ci95_method",
+    "ece",
+}
 CLASS_KEYS = {"sensitivity", "sensitivity_ci95", "specificity", "specificity_ci95", "precision", "f1", "auc", "support"}
 
 
@@ -110,8 +121,8 @@ def test_metrics_on_a_fixed_matrix() -> None:
 def test_expected_calibration_error_by_hand() -> None:
     # bins of width 0.1: 0.4 (wrong) | 0.5, 0.5 (both wrong) | 0.6 (right) | 0.7, 0.7 (right) | 0.8, 0.85 (right)
     expected = (1 * 0.4 + 2 * 0.5 + 1 * 0.4 + 2 * 0.3 + 2 * 0.175) / 8
-    assert ev.expected_calibration_error(PROBS, LABELS) == pytest.approx(expected)
-    curve = ev.reliability_curve(PROBS, LABELS)
+    assert mt.expected_calibration_error(PROBS, LABELS) == pytest.approx(expected)
+    curve = mt.reliability_curve(PROBS, LABELS)
     assert curve["count"].tolist() == [0, 0, 0, 0, 1, 2, 1, 2, 2, 0]
     assert curve["accuracy"][5] == 0 and curve["confidence"][8] == pytest.approx(0.825)
     assert np.isnan(curve["accuracy"][0])
@@ -119,7 +130,7 @@ def test_expected_calibration_error_by_hand() -> None:
     gaps = np.nan_to_num(np.abs(curve["accuracy"] - curve["confidence"]))
     assert (weights * gaps).sum() == pytest.approx(expected)
     perfect = np.eye(4)[[0, 1, 2, 3]]
-    assert ev.expected_calibration_error(perfect, np.arange(4)) == 0.0
+    assert mt.expected_calibration_error(perfect, np.arange(4)) == 0.0
 
 
 def test_single_class_metrics_are_null_in_json() -> None:
@@ -139,9 +150,9 @@ def test_single_class_metrics_are_null_in_json() -> None:
 
 
 def test_bootstrap_is_seeded_and_brackets() -> None:
-    a = ev.bootstrap_ci(PROBS, LABELS, CLASSES, n_resamples=300, seed=1)
-    b = ev.bootstrap_ci(PROBS, LABELS, CLASSES, n_resamples=300, seed=1)
-    c = ev.bootstrap_ci(PROBS, LABELS, CLASSES, n_resamples=300, seed=2)
+    a = mt.bootstrap_ci(PROBS, LABELS, CLASSES, n_resamples=300, seed=1)
+    b = mt.bootstrap_ci(PROBS, LABELS, CLASSES, n_resamples=300, seed=1)
+    c = mt.bootstrap_ci(PROBS, LABELS, CLASSES, n_resamples=300, seed=2)
     assert a == b and a != c
     rng = np.random.default_rng(0)
     for trial in range(25):  # random small problems, some degenerate
@@ -156,17 +167,17 @@ def test_bootstrap_auc_matches_sklearn() -> None:
     rng = np.random.default_rng(3)
     scores = rng.random((5, 40)).round(1)  # with ties
     positive = rng.random(40) < 0.4
-    fast = ev._binary_auc(scores, positive)
+    fast = mt.rank_auc(scores, positive)
     assert fast == pytest.approx([roc_auc_score(positive, s) for s in scores])
 
 
 def test_interval_is_widened_to_contain_the_estimate() -> None:
     # a perfect classifier: every resample gives the same numbers
     perfect = np.eye(4)[LABELS] * 0.9 + 0.025
-    ci = ev.bootstrap_ci(perfect, LABELS, CLASSES, n_resamples=100)
+    ci = mt.bootstrap_ci(perfect, LABELS, CLASSES, n_resamples=100)
     assert ci["accuracy"] == [1.0, 1.0] and ci["covid_sensitivity"] == [1.0, 1.0] and ci["macro_auc"] == [1.0, 1.0]
     # an estimate outside the percentile interval (as a lopsided distribution can give) is included
-    ci = ev.bootstrap_ci(PROBS, LABELS, CLASSES, n_resamples=100, estimates={"accuracy": 0.01})
+    ci = mt.bootstrap_ci(PROBS, LABELS, CLASSES, n_resamples=100, estimates={"accuracy": 0.01})
     assert ci["accuracy"][0] == 0.01
     # 1,000 resamples by default on the command line and in compute_metrics
     assert ev.compute_metrics.__kwdefaults__["n_resamples"] >= 1000
@@ -207,11 +218,21 @@ def test_confusions_calibration_and_threshold_are_read_in_sentences() -> None:
 
 def _op(test_sensitivity: float, interval: list[float], target: float = 0.95) -> dict:
     """An :func:`ev.operating_point` result with the numbers a sentence reads."""
-    rule = {"sensitivity": 1.0, "specificity": 0.9, "sensitivity_ci95": [0.9, 1.0], "positives": 100,
-            "precision": 0.7689, "flagged": 0.31}  # fmt: skip
-    return {"target_sensitivity": target, "threshold": 0.2, "valid": rule,
-            "test": {**rule, "sensitivity": test_sensitivity, "sensitivity_ci95": interval},
-            "test_argmax": {**rule, "sensitivity": 0.8, "specificity": 0.97}}  # fmt: skip
+    rule = {
+        "sensitivity": 1.0,
+        "specificity": 0.9,
+        "sensitivity_ci95": [0.9, 1.0],
+        "positives": 100,
+        "precision": 0.7689,
+        "flagged": 0.31,
+    }
+    return {
+        "target_sensitivity": target,
+        "threshold": 0.2,
+        "valid": rule,
+        "test": {**rule, "sensitivity": test_sensitivity, "sensitivity_ci95": interval},
+        "test_argmax": {**rule, "sensitivity": 0.8, "specificity": 0.97},
+    }
 
 
 def test_operating_point_sentence_reads_the_interval_against_the_target() -> None:
@@ -237,8 +258,9 @@ def test_threshold_choice_sentence_reads_the_optimism() -> None:
     gain = ev.describe_threshold_choice(on_valid, {"threshold": 0.35, "sensitivity": 0.95, "specificity": 0.977}, 0.95)
     assert gain.startswith("Chosen on test, the threshold 0.350 reaches 95.0% sensitivity on test")
     assert "Both reach the target" in gain and "97.7% against 97.3% (+0.4 points)" in gain
-    rounded = ev.describe_threshold_choice({**on_valid, "specificity": 0.97333},
-                                           {**on_valid, "specificity": 0.97667}, 0.95)  # fmt: skip
+    rounded = ev.describe_threshold_choice(
+        {**on_valid, "specificity": 0.97333}, {**on_valid, "specificity": 0.97667}, 0.95
+    )
     assert "97.7% against 97.3% (+0.4 points)" in rounded  # the difference of the printed values
     same = ev.describe_threshold_choice(on_valid, {**on_valid, "threshold": 0.31}, 0.95)
     assert "with the same specificity, 97.3%: here choosing on test gained nothing" in same
@@ -261,7 +283,7 @@ def test_temperature_is_read_as_over_or_under_confidence() -> None:
 
 def test_temperature_effect_is_read() -> None:
     before = _pred()
-    after = before.with_probs(ev.apply_temperature(PROBS, 2.5))
+    after = before.with_probs(mt.apply_temperature(PROBS, 2.5))
     text = ev.describe_temperature_effect(before, after)
     assert text.startswith("0 of 8 predicted classes changed and the accuracy stayed at 0.6250")
     assert "no one-vs-rest AUC changed" in ev.describe_temperature_effect(before, before)
@@ -285,16 +307,19 @@ def test_per_class_table_widths_sizes_and_pairs() -> None:
     assert ev.describe_class_sizes(_pred()) == "from 2 to 3 per class"
     assert ev.describe_class_sizes(_pred(PROBS[:6], np.array([0, 0, 1, 1, 2, 2]))) == "2 per class"
     pair = ev.describe_class_pair(m, "Normal", "COVID")
-    assert pair == (f"Normal: one-vs-rest AUC {m['per_class']['Normal']['auc']:.3f}; 0 of 3 COVID test images called "
-                    "Normal, and 1 of 3 Normal images called COVID.")  # fmt: skip
+    assert pair == (
+        f"Normal: one-vs-rest AUC {m['per_class']['Normal']['auc']:.3f}; 0 of 3 COVID test images called "
+        "Normal, and 1 of 3 Normal images called COVID."
+    )
     assert ev.describe_class_pair(m, "Viral Pneumonia", "Normal").startswith("No Viral Pneumonia image")
 
 
 def test_confusion_pairs_are_read() -> None:
     import pandas as pd
 
-    index = pd.MultiIndex.from_tuples([("Viral Pneumonia", "Lung_Opacity"), ("COVID", "Normal"),
-                                       ("Normal", "COVID")], names=["true", "predicted"])  # fmt: skip
+    index = pd.MultiIndex.from_tuples(
+        [("Viral Pneumonia", "Lung_Opacity"), ("COVID", "Normal"), ("Normal", "COVID")], names=["true", "predicted"]
+    )
     pairs = pd.DataFrame({"count": [10, 2, 1], "mean": [0.61, 0.45, 0.90]}, index=index)
     text = ev.read_confusion_pairs(pairs)
     assert text.startswith("Most frequent: Viral Pneumonia -> Lung_Opacity, 10 mistakes at mean confidence 0.61")
@@ -323,13 +348,13 @@ def test_temperature_recovers_known_overconfidence() -> None:
     true_p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     labels = np.array([rng.choice(4, p=p) for p in true_p])
     overconfident = np.exp(2 * logits) / np.exp(2 * logits).sum(axis=1, keepdims=True)  # logits doubled
-    t = ev.fit_temperature(overconfident, labels)
+    t = mt.fit_temperature(overconfident, labels)
     assert t == pytest.approx(2.0, rel=0.08)
-    scaled = ev.apply_temperature(overconfident, t)
+    scaled = mt.apply_temperature(overconfident, t)
     assert np.allclose(scaled.sum(axis=1), 1) and (scaled.argmax(1) == overconfident.argmax(1)).all()
-    assert ev.nll(scaled, labels) < ev.nll(overconfident, labels)
-    assert ev.expected_calibration_error(scaled, labels) < ev.expected_calibration_error(overconfident, labels)
-    assert np.allclose(ev.apply_temperature(true_p, 1.0), true_p)
+    assert mt.nll(scaled, labels) < mt.nll(overconfident, labels)
+    assert mt.expected_calibration_error(scaled, labels) < mt.expected_calibration_error(overconfident, labels)
+    assert np.allclose(mt.apply_temperature(true_p, 1.0), true_p)
 
 
 def test_covid_threshold_on_known_scores() -> None:
@@ -338,15 +363,15 @@ def test_covid_threshold_on_known_scores() -> None:
     p = np.concatenate([covid, others])
     probs = np.stack([p, 1 - p, np.zeros_like(p), np.zeros_like(p)], axis=1)
     labels = np.array([0] * 10 + [1] * 4)
-    assert ev.covid_threshold(probs, labels, CLASSES, 0.9) == pytest.approx(0.2)  # keeps 9 of 10
-    assert ev.covid_threshold(probs, labels, CLASSES, 0.95) == pytest.approx(0.1)  # 9.5 of 10 needs all 10
-    assert ev.covid_threshold(probs, labels, CLASSES, 0.5) == pytest.approx(0.6)
-    m = ev.threshold_metrics(probs, labels, CLASSES, 0.2)
+    assert mt.covid_threshold(probs, labels, CLASSES, 0.9) == pytest.approx(0.2)  # keeps 9 of 10
+    assert mt.covid_threshold(probs, labels, CLASSES, 0.95) == pytest.approx(0.1)  # 9.5 of 10 needs all 10
+    assert mt.covid_threshold(probs, labels, CLASSES, 0.5) == pytest.approx(0.6)
+    m = mt.threshold_metrics(probs, labels, CLASSES, 0.2)
     assert m["sensitivity"] == pytest.approx(0.9)
     assert m["specificity"] == pytest.approx(2 / 4)  # 0.25 and 0.95 flagged
     assert m["precision"] == pytest.approx(9 / 11) and m["flagged"] == pytest.approx(11 / 14)
     with pytest.raises(CXRError):
-        ev.covid_threshold(probs, np.ones(14, int), CLASSES)
+        mt.covid_threshold(probs, np.ones(14, int), CLASSES)
 
 
 def test_operating_point_and_calibration_use_validation() -> None:
@@ -355,8 +380,8 @@ def test_operating_point_and_calibration_use_validation() -> None:
     assert op["threshold"] == pytest.approx(0.4)  # the lowest p(COVID) of the 3 validation COVID images
     assert op["valid"]["sensitivity"] == 1.0
     cal = ev.calibration(valid, test)
-    assert cal["temperature"] == pytest.approx(ev.fit_temperature(PROBS, LABELS))
-    assert cal["ece_before"] == pytest.approx(ev.expected_calibration_error(test.probs, test.labels))
+    assert cal["temperature"] == pytest.approx(mt.fit_temperature(PROBS, LABELS))
+    assert cal["ece_before"] == pytest.approx(mt.expected_calibration_error(test.probs, test.labels))
 
 
 # --------------------------------------------------------------------------- on a trained run

@@ -149,8 +149,9 @@ def test_spearman_conventions() -> None:
     assert np.isnan(explain._spearman(np.zeros((4, 4)), np.zeros((4, 4))))
 
 
-def test_gradcam_hirescam_and_cam_are_one_map_at_layer4_and_part_at_layer3(model: torch.nn.Module,
-                                                                          images: torch.Tensor) -> None:  # fmt: skip
+def test_gradcam_hirescam_and_cam_are_one_map_at_layer4_and_part_at_layer3(
+    model: torch.nn.Module, images: torch.Tensor
+) -> None:
     """Global average pooling then one linear layer follow layer4: the gradient is the same
     at every position, so HiResCAM's map is Grad-CAM's. At layer3 it is not."""
     targets = [0, 1, 2]
@@ -196,8 +197,10 @@ def test_cascade_is_read_along_its_whole_path() -> None:
 
 def test_method_checks_are_read() -> None:
     text = explain.read_method_checks({"gradcam": 0.012, "gradcam++": 0.37, "hirescam": 0.0104, "eigencam": 0.87})
-    assert text.startswith("Similarity, trained vs randomized, from lowest to highest: gradcam 0.01, hirescam 0.01, "
-                           "gradcam++ 0.37, eigencam 0.87.")  # fmt: skip
+    assert text.startswith(
+        "Similarity, trained vs randomized, from lowest to highest: gradcam 0.01, hirescam 0.01, "
+        "gradcam++ 0.37, eigencam 0.87."
+    )
     assert "The same as gradcam's: hirescam." in text
     assert text.endswith("The worst pass, whose maps depend least on the randomized weights: eigencam (0.87).")
     other = explain.read_method_checks({"gradcam": 0.60, "eigencam": 0.20})
@@ -207,8 +210,10 @@ def test_method_checks_are_read() -> None:
 def test_gallery_gaps_and_inside_shares_are_read() -> None:
     examples = explain.examples_by_class(np.array([0, 0, 1, 1]), np.eye(4)[[0, 1, 1, 1]])
     text = explain.describe_examples(examples, ["COVID", "Normal"])
-    assert text == ("Empty cells: only 1 right prediction of COVID; only 1 wrong prediction of COVID; "
-                    "no wrong prediction of Normal.")  # fmt: skip
+    assert text == (
+        "Empty cells: only 1 right prediction of COVID; only 1 wrong prediction of COVID; "
+        "no wrong prediction of Normal."
+    )
     full = {0: {"right": [0, 1], "wrong": [2, 3]}}
     assert explain.describe_examples(full, ["COVID"]).startswith("Every class has at least 2 right and 2 wrong")
     shares = explain.read_inside_shares(np.array([0.58, 0.50, np.nan]), 0.56, map_side=2)
@@ -223,7 +228,9 @@ def test_agreement_table_from_maps() -> None:
     assert table.loc["hirescam", "largest pixel difference"] == 0.0
     assert table.loc["eigencam", "mean Spearman with gradcam"] == pytest.approx(-1.0)
     text = explain.read_agreement(table)
-    assert text == ("At layer4: the same map as Grad-CAM: hirescam; a different map: eigencam (Spearman -1.00, "
-                    "largest pixel difference 1.00).")  # fmt: skip
+    assert text == (
+        "At layer4: the same map as Grad-CAM: hirescam; a different map: eigencam (Spearman -1.00, "
+        "largest pixel difference 1.00)."
+    )
     with pytest.raises(CXRError, match="Grad-CAM's maps"):
         explain.agreement_table({"hirescam": ramp})

@@ -20,8 +20,9 @@ import pytest
 import torch
 import torchvision
 
+from cxrlib.checkpoint import load_model
 from cxrlib.models import PretrainedUnavailableError, build_model
-from cxrlib.train import load_model, train
+from cxrlib.train import train
 from cxrlib.transforms import IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD
 
 from conftest import CANONICAL, build_dataset
@@ -73,8 +74,11 @@ def test_training_with_imagenet_weights_uses_imagenet_normalization_and_can_free
     assert result.pretrained_used is True
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["pretrained_used"] is True
-    assert saved["preprocessing"]["normalization"] == {"mean": pytest.approx(IMAGENET_GRAY_MEAN),
-                                                        "std": pytest.approx(IMAGENET_GRAY_STD), "source": "imagenet"}  # fmt: skip
+    assert saved["preprocessing"]["normalization"] == {
+        "mean": pytest.approx(IMAGENET_GRAY_MEAN),
+        "std": pytest.approx(IMAGENET_GRAY_STD),
+        "source": "imagenet",
+    }
     loaded = load_model(tmp_path / "run")
     assert loaded.preprocessing.normalization.source == "imagenet"
     # the eval transform maps a gray level g to (g/255 - mean) / std with ImageNet's luma statistics
@@ -94,8 +98,14 @@ def test_chapter_3_reports_imagenet_weights(imagenet_cache: dict[str, torch.Tens
     """Chapter 3's model cell, run as the chapter runs it, prints that the weights were used."""
     nb = nbformat.read(ROOT / "chapters" / "03_finetune.ipynb", as_version=4)
     cell = next(c for c in nb.cells if c.cell_type == "code" and "ImageNet weights used" in c.source)
-    proc = subprocess.run([sys.executable, "-c", cell.source], capture_output=True, text=True, timeout=300,
-                          env={**os.environ}, cwd=ROOT / "chapters")  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", cell.source],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ},
+        cwd=ROOT / "chapters",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "ImageNet weights used: True" in proc.stdout
     assert "warning" not in proc.stdout.lower()

@@ -19,7 +19,7 @@ from cxrlib import pages
 from cxrlib.config import CXRError
 from cxrlib.data import CXRData
 from cxrlib.models import build_model
-from cxrlib.train import preset
+from cxrlib.recipe import preset
 from cxrlib.transforms import IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD
 
 from conftest import CANONICAL, build_dataset, build_dup_dataset, near_copy, pattern
@@ -140,14 +140,18 @@ def test_model_start_says_which_weights_the_recipe_starts_from(monkeypatch: pyte
     assert "random weights and is trained from scratch" in sentence
     # offline (the test suite refuses connections): the reason, in words, not the exception
     _, sentence = pages.describe_model_start(preset("full"))
-    assert ("ImageNet weights used: False; this build had no access to them, so the network starts from random "
-            "weights and is trained from scratch") in sentence  # fmt: skip
+    assert (
+        "ImageNet weights used: False; this build had no access to them, so the network starts from random "
+        "weights and is trained from scratch"
+    ) in sentence
     assert "URLError" not in sentence and "cache" not in sentence and "training from scratch instead" not in sentence
     # a recipe the page describes but does not train: what it would do
     _, sentence = pages.describe_model_start(preset("full"), trained_here=False)
     assert sentence.startswith("The `full` recipe's network (described here, not trained on this page), resnet18:")
-    assert sentence.endswith("ImageNet weights used: False; the recipe would start from ImageNet weights when they "
-                             "can be downloaded, and this build had no access to them.")  # fmt: skip
+    assert sentence.endswith(
+        "ImageNet weights used: False; the recipe would start from ImageNet weights when they "
+        "can be downloaded, and this build had no access to them."
+    )
     _, sentence = pages.describe_model_start(preset("cpu"), trained_here=False)
     assert "none exist for resnet18-w32, so the network starts from random weights and would be trained" in sentence
     assert "(ImageNet weights: this build had no access to them)" in pages.describe_normalization(preset("full"))
@@ -157,8 +161,10 @@ def test_model_start_says_which_weights_the_recipe_starts_from(monkeypatch: pyte
     assert "ImageNet weights used: True. The first layer's 3 colour filters were summed" in sentence
     assert sentence.endswith("the classifier is new, and training fine-tunes everything.")
     _, sentence = pages.describe_model_start(preset("full"), trained_here=False)
-    assert sentence.endswith("ImageNet weights used: True. The first layer's 3 colour filters were summed into 1 "
-                             "gray filter, the classifier is new, and training would fine-tune everything.")  # fmt: skip
+    assert sentence.endswith(
+        "ImageNet weights used: True. The first layer's 3 colour filters were summed into 1 "
+        "gray filter, the classifier is new, and training would fine-tune everything."
+    )
     statistics = f"ImageNet's statistics (mean {IMAGENET_GRAY_MEAN:.3f}, std {IMAGENET_GRAY_STD:.3f})"
     assert statistics in pages.describe_normalization(preset("full"))
 
@@ -178,16 +184,18 @@ def test_near_duplicates_are_read_for_the_folder(tmp_path: Path) -> None:
     assert "1 mixes classes (one film, or two nearly identical ones, under two labels)" in (
         pages.describe_near_duplicates(data, seeds=range(5))
     )
-    plain = CXRData.load(build_dataset(tmp_path / "plain", dict.fromkeys(CANONICAL, 10)).path, valid_size=8,
-                         test_size=8, progress=False)  # fmt: skip
+    plain = CXRData.load(
+        build_dataset(tmp_path / "plain", dict.fromkeys(CANONICAL, 10)).path, valid_size=8, test_size=8, progress=False
+    )
     assert pages.describe_near_duplicates(plain).startswith("No near-duplicates among this folder's 40 images")
 
 
 def _split(labels: str, test: str) -> SimpleNamespace:
     """A stand-in for CXRData: image ``i`` has class ``labels[i]`` and is in test when ``test[i] == "1"``."""
     records = [SimpleNamespace(path=f"{i:03d}.png", label=label) for i, label in enumerate(labels)]
-    return SimpleNamespace(records=records, split=SimpleNamespace(assignment=["test" if t == "1" else "train"
-                                                                              for t in test]))  # fmt: skip
+    return SimpleNamespace(
+        records=records, split=SimpleNamespace(assignment=["test" if t == "1" else "train" for t in test])
+    )
 
 
 def test_test_overlap_is_read_against_chance() -> None:
@@ -195,8 +203,9 @@ def test_test_overlap_is_read_against_chance() -> None:
     first = _split(labels, "1111100000" * 4)  # 5 of each 10: 10 test images per class
     # the same test set: 20 in common where chance gives 2 x 10 x 10 / 20 = 10
     sentence = pages.describe_test_overlap(first, first)
-    assert sentence.startswith("test images in common: 20 of 20; two independent random draws of as many images "
-                               "per class would share 10.0 ± ")  # fmt: skip
+    assert sentence.startswith(
+        "test images in common: 20 of 20; two independent random draws of as many images per class would share 10.0 ± "
+    )
     assert sentence.endswith("more than chance gives: the two splits are not independent draws.")
     assert "fewer than chance gives" in pages.describe_test_overlap(first, _split(labels, "0000011111" * 4))
     assert "about what chance gives" in pages.describe_test_overlap(first, _split(labels, "1010101010" * 4))

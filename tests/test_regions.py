@@ -48,8 +48,12 @@ def test_chest_box_matches_its_fractions() -> None:
     box = central_chest_box(100)
     rows, cols = np.nonzero(box)
     top, bottom, left, right = CHEST_BOX
-    assert (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1) == (round(top * 100), round(bottom * 100),
-                                                                        round(left * 100), round(right * 100))  # fmt: skip
+    assert (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1) == (
+        round(top * 100),
+        round(bottom * 100),
+        round(left * 100),
+        round(right * 100),
+    )
     assert box.sum() == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)  # a full rectangle
 
 

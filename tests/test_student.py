@@ -29,8 +29,9 @@ CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
 @pytest.fixture(scope="module")
 def student_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("student")
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "student.py"), str(out)],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "student.py"), str(out)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     return out
 
@@ -50,8 +51,11 @@ def test_solutions_are_replaced_by_stubs(student_dir: Path, chapter: Path) -> No
     for source in _solution_sources(original):
         body = [line for line in source.splitlines() if line.strip() and not line.startswith(("import ", "from "))]
         assert not any(line in text.splitlines() for line in body[:3]), f"solution code left in {chapter.name}"
-    stubs = [c for c in copy.cells if c.cell_type == "code" and "NotImplementedError" in c.source
-             and c.source.startswith("# Exercise ")]  # fmt: skip
+    stubs = [
+        c
+        for c in copy.cells
+        if c.cell_type == "code" and "NotImplementedError" in c.source and c.source.startswith("# Exercise ")
+    ]
     assert len(stubs) == len(_solution_sources(original))
     for cell in stubs:
         assert "raises-exception" in cell.metadata["tags"] and "solution" not in cell.metadata["tags"]
@@ -67,12 +71,14 @@ def test_chapter_2_student_notebook_runs_and_reports_its_stub(student_dir: Path,
     nb = nbformat.read(student_dir / "02_augmentation.ipynb", as_version=4)
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     env.update(CXR_FAST="1", CXR_DATA_DIR=str(data.path), MPLBACKEND="agg")
-    client = NotebookClient(nb, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(ROOT / "chapters")}})  # fmt: skip
+    client = NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "chapters")}}
+    )
     client.execute(env=env)  # raises CellExecutionError if any untagged cell fails
 
-    errors = [(i, o) for i, c in enumerate(nb.cells) if c.cell_type == "code"
-              for o in c.outputs if o.output_type == "error"]  # fmt: skip
+    errors = [
+        (i, o) for i, c in enumerate(nb.cells) if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+    ]
     # one error per stub, in order: the augmentation to write, then the flip to check
     assert [o.ename for _, o in errors] == ["NotImplementedError"] * 2, errors
     assert "Exercise ex-aug-own: not written yet" in errors[0][1].evalue
@@ -85,8 +91,14 @@ def test_chapter_2_student_notebook_runs_and_reports_its_stub(student_dir: Path,
 def test_not_written_raises_on_use() -> None:
     stub = not_written("fn", "ex-1")
     assert isinstance(stub, NotWritten) and "ex-1" in repr(stub)
-    for use in (lambda: stub(1), lambda: stub.shape, lambda: stub[0], lambda: list(stub), lambda: stub + 1,
-                lambda: bool(stub)):  # fmt: skip
+    for use in (
+        lambda: stub(1),
+        lambda: stub.shape,
+        lambda: stub[0],
+        lambda: list(stub),
+        lambda: stub + 1,
+        lambda: bool(stub),
+    ):
         with pytest.raises(NotImplementedError, match="Exercise ex-1: `fn` is not written yet"):
             use()
     assert not hasattr(stub, "__array_interface__")  # protocols say "not supported", not "not written"

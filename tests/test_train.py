@@ -15,20 +15,13 @@ import numpy as np
 import pytest
 import torch
 
+from cxrlib.checkpoint import load_checkpoint, load_model
 from cxrlib.cli import main
 from cxrlib.config import CXRError
 from cxrlib.evaluate import predict_split
-from cxrlib.train import (
-    describe_learning_curves,
-    describe_outcome,
-    epoch_positions,
-    fit_class_offsets,
-    load_checkpoint,
-    load_model,
-    preset,
-    run_outcome,
-    train,
-)
+from cxrlib.recipe import preset
+from cxrlib.runs import describe_learning_curves, describe_outcome, run_outcome
+from cxrlib.train import epoch_positions, fit_class_offsets, train
 
 from conftest import CANONICAL, build_dataset
 from tinyrun import TINY, tiny_run
@@ -107,12 +100,12 @@ _KILL_SCRIPT = textwrap.dedent(
     import cxrlib.train as t
     from cxrlib.train import TrainConfig, train
     cfg = TrainConfig(**{cfg})
-    real_save = t._atomic_save
+    real_save = t.save_checkpoint
     def save_then_maybe_die(obj, path):
         real_save(obj, path)
         if path.name == "last.pt" and obj["epoch"] == {kill_after}:
             os.kill(os.getpid(), signal.SIGKILL)
-    t._atomic_save = save_then_maybe_die
+    t.save_checkpoint = save_then_maybe_die
     train(cfg, sys.argv[1], data_dir=sys.argv[2], progress=False, log=lambda m: None)
     """
 )
@@ -124,8 +117,12 @@ def test_kill_and_resume_matches_uninterrupted(tiny_data: Path, tmp_path: Path) 
 
     fields = {k: v for k, v in cfg.to_dict().items() if k != "augment"}
     script = _KILL_SCRIPT.format(cfg=repr(fields), kill_after=1)
-    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "killed"), str(tiny_data)],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "killed"), str(tiny_data)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["epoch"] == 1
 
@@ -198,8 +195,24 @@ def test_cli_train_errors(tiny_data: Path, tmp_path: Path, capsys: pytest.Captur
 
 
 def test_cli_train_fast_preset_end_to_end(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--preset", "fast",
-               "--img-size", "32", "--epochs", "1", "--pretrained", "no", "--quiet"])  # fmt: skip
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(tmp_path / "run"),
+            "--preset",
+            "fast",
+            "--img-size",
+            "32",
+            "--epochs",
+            "1",
+            "--pretrained",
+            "no",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "valid macro AUC" in out
@@ -210,9 +223,27 @@ def test_torchrun_two_processes(tiny_data: Path, tmp_path: Path) -> None:
     torchrun = Path(sys.executable).with_name("torchrun")
     assert torchrun.exists()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "cxrlib", "train", "--data", str(tiny_data),
-           "--out", str(tmp_path / "ddp"), "--preset", "fast", "--img-size", "32", "--epochs", "2",
-           "--pretrained", "no", "--quiet"]  # fmt: skip
+    cmd = [
+        str(torchrun),
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "cxrlib",
+        "train",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(tmp_path / "ddp"),
+        "--preset",
+        "fast",
+        "--img-size",
+        "32",
+        "--epochs",
+        "2",
+        "--pretrained",
+        "no",
+        "--quiet",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     config = json.loads((tmp_path / "ddp" / "config.json").read_text())
@@ -226,7 +257,7 @@ def test_torchrun_two_processes(tiny_data: Path, tmp_path: Path) -> None:
 
 
 def test_ensure_run_trains_once_then_reuses(tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cxrlib.train import ensure_run
+    from cxrlib.runs import ensure_run
 
     monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path / "runs"))
     cfg = replace(TINY, epochs=1)
@@ -260,8 +291,9 @@ def test_class_weights_tilt_the_balanced_draws() -> None:
     labels = np.array([0] * 50 + [1] * 7 + [2] * 20)
     drawn = epoch_positions(labels, 35, seed=1, epoch=0, weights={1: 0.5})
     assert np.bincount(labels[drawn], minlength=3).tolist() == [14, 7, 14]
-    assert np.array_equal(epoch_positions(labels, 30, seed=1, epoch=2, weights={}),
-                          epoch_positions(labels, 30, seed=1, epoch=2))  # fmt: skip
+    assert np.array_equal(
+        epoch_positions(labels, 30, seed=1, epoch=2, weights={}), epoch_positions(labels, 30, seed=1, epoch=2)
+    )
 
 
 def test_unbalanced_epoch_is_a_shuffled_pass() -> None:
@@ -347,8 +379,9 @@ def test_class_offsets_move_decisions_to_the_neglected_class() -> None:
     assert abs(offsets.sum()) < 1e-9 and offsets[1] < -1.0  # it takes the lean back
     fixed = (np.log(probs) + offsets).argmax(1)
     assert (fixed == labels).mean() > (probs.argmax(1) == labels).mean()
-    assert min((fixed[labels == k] == k).mean() for k in range(3)) > min((probs.argmax(1)[labels == k] == k).mean()
-                                                                          for k in range(3))  # fmt: skip
+    assert min((fixed[labels == k] == k).mean() for k in range(3)) > min(
+        (probs.argmax(1)[labels == k] == k).mean() for k in range(3)
+    )
     # a class absent from the images keeps offset 0 instead of running off to minus infinity
     present = labels != 2
     assert fit_class_offsets(probs[present], labels[present])[2] == 0.0
@@ -366,8 +399,13 @@ def test_class_offsets_are_folded_into_best_pt(tiny_data: Path, tmp_path: Path) 
     # refitting on the folded model finds (almost) nothing left to move
     assert np.abs(fit_class_offsets(valid.probs, valid.labels)).max() < 0.05
     with pytest.raises(CXRError, match="class_shares names"):
-        train(replace(cfg, class_shares={"Cat": 2.0}), tmp_path / "bad", data_dir=tiny_data, progress=False,
-              log=lambda m: None)  # fmt: skip
+        train(
+            replace(cfg, class_shares={"Cat": 2.0}),
+            tmp_path / "bad",
+            data_dir=tiny_data,
+            progress=False,
+            log=lambda m: None,
+        )
 
 
 def test_cpu_preset_is_a_budget_not_a_pass_count() -> None:
@@ -380,8 +418,13 @@ def test_cpu_preset_is_a_budget_not_a_pass_count() -> None:
 def test_training_seeds_share_one_split(tiny_data: Path, tmp_path: Path) -> None:
     """Another seed changes the weights, never which images are validation and test."""
     for seed in (3, 4):
-        train(replace(TINY, epochs=1, seed=seed), tmp_path / f"s{seed}", data_dir=tiny_data, progress=False,
-              log=lambda m: None)  # fmt: skip
+        train(
+            replace(TINY, epochs=1, seed=seed),
+            tmp_path / f"s{seed}",
+            data_dir=tiny_data,
+            progress=False,
+            log=lambda m: None,
+        )
     assert (tmp_path / "s3" / "split.csv").read_text() == (tmp_path / "s4" / "split.csv").read_text()
     w3 = torch.load(tmp_path / "s3" / "best.pt", weights_only=True)["model"]
     w4 = torch.load(tmp_path / "s4" / "best.pt", weights_only=True)["model"]
@@ -391,8 +434,9 @@ def test_training_seeds_share_one_split(tiny_data: Path, tmp_path: Path) -> None
     assert (tmp_path / "split1" / "split.csv").read_text() != (tmp_path / "s3" / "split.csv").read_text()
 
 
-def test_progress_shows_epochs_but_no_batch_bars_off_a_terminal(tiny_data: Path, tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_progress_shows_epochs_but_no_batch_bars_off_a_terminal(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """In a notebook (stderr is not a terminal) a per-batch bar per epoch would leave one
     empty widget per epoch on the rendered page; only the epochs bar is shown."""
     train(replace(TINY, epochs=2), tmp_path / "run", data_dir=tiny_data, progress=True, log=lambda m: None)
@@ -404,8 +448,10 @@ def _history(train_loss: list[float], valid_loss: list[float], peak: float = 2e-
     """A history.json with these losses and a warm-up, then cosine, learning rate."""
     n = len(train_loss)
     lrs = [peak * (e + 1) / 2 if e < 2 else peak * 0.5 * (1 + np.cos(np.pi * (e - 1) / (n - 2))) for e in range(n)]
-    return [{"epoch": e, "train_loss": t, "valid_loss": v, "lr": lr, "seconds": 30.0}
-            for e, (t, v, lr) in enumerate(zip(train_loss, valid_loss, lrs))]  # fmt: skip
+    return [
+        {"epoch": e, "train_loss": t, "valid_loss": v, "lr": lr, "seconds": 30.0}
+        for e, (t, v, lr) in enumerate(zip(train_loss, valid_loss, lrs))
+    ]
 
 
 def test_learning_curves_are_read_for_a_longer_schedule_or_overfitting() -> None:
@@ -453,10 +499,14 @@ def test_outcome_reads_the_lean_from_the_class_offsets(tmp_path: Path) -> None:
     leaning = {"COVID": 0.26, "Lung_Opacity": 0.02, "Normal": -0.49, "Viral Pneumonia": 0.21}
     sentence = describe_outcome(_finished_run(tmp_path / "leaning", leaning))
     assert sentence.startswith("The schedule completed: 2 of 2 epochs, 16 images")
-    assert "Normal -0.49, Viral Pneumonia +0.21 (added to the logits); validation accuracy 0.900 before, 0.920 after." \
-        in sentence  # fmt: skip
-    assert sentence.endswith("The most negative offset is Normal's: the network leaned towards Normal, and the "
-                             "offsets move close calls away from it.")  # fmt: skip
+    assert (
+        "Normal -0.49, Viral Pneumonia +0.21 (added to the logits); validation accuracy 0.900 before, 0.920 after."
+        in sentence
+    )
+    assert sentence.endswith(
+        "The most negative offset is Normal's: the network leaned towards Normal, and the "
+        "offsets move close calls away from it."
+    )
     level = dict.fromkeys(leaning, 0.0) | {"COVID": 0.05, "Normal": -0.05}
     assert describe_outcome(_finished_run(tmp_path / "level", level)).endswith(
         "No offset is below -0.1: the network hardly leaned towards any class."

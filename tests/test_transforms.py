@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from cxrlib.train import preset
+from cxrlib.recipe import preset
 from cxrlib.transforms import AUGMENTATION_REASONS, NO_AUGMENT, AugmentConfig, augmentation_table
 
 
@@ -13,9 +13,17 @@ def test_augmentation_table_reads_each_setting_from_the_config() -> None:
     assert list(table.columns) == ["default", "cpu preset", "none", "why"]
     assert list(table.index) == [f.name for f in fields(AugmentConfig)]  # every augmentation, none forgotten
     default = table["default"].to_dict()
-    assert default == {"rotation": "±7°", "scale": "0.9–1.1", "translate": "±6 %", "brightness": "±15 %",
-                       "contrast": "±15 %", "gamma": "0.85–1.15", "noise": "σ = 0.02", "blur": "10 % of images",
-                       "hflip": "off"}  # fmt: skip
+    assert default == {
+        "rotation": "±7°",
+        "scale": "0.9–1.1",
+        "translate": "±6 %",
+        "brightness": "±15 %",
+        "contrast": "±15 %",
+        "gamma": "0.85–1.15",
+        "noise": "σ = 0.02",
+        "blur": "10 % of images",
+        "hflip": "off",
+    }
     # the cpu preset switches noise and blur off and keeps the rest
     changed = {name for name in table.index if table.loc[name, "cpu preset"] != table.loc[name, "default"]}
     assert changed == {"noise", "blur"} and table.loc["noise", "cpu preset"] == "off"

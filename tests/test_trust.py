@@ -12,13 +12,15 @@ import pytest
 from PIL import Image
 
 from cxrlib import stats, trust
+from cxrlib.checkpoint import load_model, predict_images
 from cxrlib.cli import build_parser, main
 from cxrlib.config import CXRError
 from cxrlib.data import CXRData, CXRDataset
-from cxrlib.evaluate import predict_files, predict_images, predict_split
+from cxrlib.evaluate import predict_files, predict_split
 from cxrlib.models import count_weights
+from cxrlib.recipe import preset
 from cxrlib.regions import REGIONS, apply_region, central_chest_box
-from cxrlib.train import load_model, preset, train
+from cxrlib.train import train
 
 from conftest import CANONICAL, build_dataset, pattern, save
 from tinyrun import TINY
@@ -131,8 +133,26 @@ def test_masks_model_needs_masks_for_new_files(masked_data: Path, tmp_path: Path
 
 
 def test_cli_train_region(plain_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["train", "--data", str(plain_data), "--out", str(tmp_path / "run"), "--preset", "fast",
-               "--img-size", "32", "--epochs", "1", "--pretrained", "no", "--region", "lungs-only", "--quiet"])  # fmt: skip
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(plain_data),
+            "--out",
+            str(tmp_path / "run"),
+            "--preset",
+            "fast",
+            "--img-size",
+            "32",
+            "--epochs",
+            "1",
+            "--pretrained",
+            "no",
+            "--region",
+            "lungs-only",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["region"] == "lungs-only"
     assert "lung region from the chest box" in capsys.readouterr().err
@@ -150,8 +170,13 @@ def test_region_table_and_wide_table(plain_data: Path, tmp_path: Path) -> None:
     runs = {}
     for region in ("full", "hide-lungs"):
         runs[region] = tmp_path / region
-        train(replace(TINY, region=region, epochs=1), runs[region], data_dir=plain_data, progress=False,
-              log=lambda m: None)  # fmt: skip
+        train(
+            replace(TINY, region=region, epochs=1),
+            runs[region],
+            data_dir=plain_data,
+            progress=False,
+            log=lambda m: None,
+        )
     table = trust.region_table(runs, n_resamples=200)
     assert set(table["region"]) == {"full", "hide-lungs"}
     measures = ["accuracy", "macro AUC"] + [f"sensitivity {c}" for c in CANONICAL]
@@ -197,8 +222,9 @@ def test_region_table_and_wide_table(plain_data: Path, tmp_path: Path) -> None:
 
 def test_cam_inside_and_blackout_shift(plain_data: Path, tmp_path: Path) -> None:
     # 64 px: a 2x2 last map (at 32 px it is 1x1, and a map of one cell says nothing)
-    train(replace(TINY, img_size=64, epochs=2), tmp_path / "run", data_dir=plain_data, progress=False,
-          log=lambda m: None)  # fmt: skip
+    train(
+        replace(TINY, img_size=64, epochs=2), tmp_path / "run", data_dir=plain_data, progress=False, log=lambda m: None
+    )
     result = trust.cam_inside(tmp_path / "run")
     n = len(result.frame)
     assert result.cams.shape == (n, 64, 64) and result.source == "chest box"
@@ -243,8 +269,12 @@ def test_background_rule_finds_a_black_background(tmp_path: Path) -> None:
     assert rule.separates
     n_target = int(((rule.frame["split"] == "test") & (rule.frame["class"] == "Lung_Opacity")).sum())
     n_other = int((rule.frame["split"] == "test").sum()) - n_target
-    assert (rule.test_target, rule.test_flagged, rule.test_other, rule.test_passed) == (n_target, n_target, n_other,
-                                                                                        n_other)  # fmt: skip
+    assert (rule.test_target, rule.test_flagged, rule.test_other, rule.test_passed) == (
+        n_target,
+        n_target,
+        n_other,
+        n_other,
+    )
     sens_lo, _ = stats.exact_interval(n_target, n_target)
     described = rule.describe()
     assert described[0].startswith("rule: Lung_Opacity if at least ")
@@ -265,8 +295,9 @@ def test_naive_split_leakage_counts_spread_groups(tmp_path: Path) -> None:
     ds = build_dataset(tmp_path / "dups", dict.fromkeys(CANONICAL, 10), size=48)
     for k, rel in enumerate(ds.files["COVID"][:4]):
         base = np.asarray(Image.open(ds.root / rel).convert("L"))
-        ds.files["COVID"].append(near_copy(ds.root / f"COVID/images/dup-{k}.png", base, "jpeg", seed=k)
-                                 .relative_to(ds.root).as_posix())  # fmt: skip
+        ds.files["COVID"].append(
+            near_copy(ds.root / f"COVID/images/dup-{k}.png", base, "jpeg", seed=k).relative_to(ds.root).as_posix()
+        )
     data = CXRData.load(ds.path, progress=False, valid_size=8, test_size=8)
     result = trust.naive_split_leakage(data, seeds=range(10))
     assert result["groups"] == 4 and result["images"] == 8
@@ -277,21 +308,36 @@ def test_naive_split_leakage_counts_spread_groups(tmp_path: Path) -> None:
     assert 0 <= result["leaks_min"] <= result["leaks_mean"] <= result["leaks_max"] <= 4  # a pair leaks one test image
     # the same count by hand for one seed: test images whose group has a training image
     shuffled = np.random.default_rng(0).permutation(np.array(data.split.assignment))
-    by_hand = sum(sum(shuffled[i] == "test" for i in g) for g in data.split.groups
-                  if any(shuffled[i] == "train" for i in g))  # fmt: skip
+    by_hand = sum(
+        sum(shuffled[i] == "test" for i in g) for g in data.split.groups if any(shuffled[i] == "train" for i in g)
+    )
     assert trust.naive_split_leakage(data, seeds=[0])["leaks_max"] == by_hand
 
 
 def test_describe_leakage_weighs_each_leaked_image() -> None:
-    leak = {"groups": 20, "images": 42, "total_images": 2548, "test_images": 400, "grouped_split": 0,
-            "naive_mean": 11.1, "naive_min": 5, "naive_max": 15, "grouped_test_leaks": 0, "leaks_mean": 5.7,
-            "leaks_min": 2, "leaks_max": 10}  # fmt: skip
+    leak = {
+        "groups": 20,
+        "images": 42,
+        "total_images": 2548,
+        "test_images": 400,
+        "grouped_split": 0,
+        "naive_mean": 11.1,
+        "naive_min": 5,
+        "naive_max": 15,
+        "grouped_test_leaks": 0,
+        "leaks_mean": 5.7,
+        "leaks_min": 2,
+        "leaks_max": 10,
+    }
     sentences = trust.describe_leakage(leak)
     assert sentences[0] == "20 near-duplicate groups (42 images) in 2,548 images."
-    assert sentences[1] == ("Groups spread over two splits: the book's grouped split 0, a random split 11.1 on average "
-                            "(from 5 to 15).")  # fmt: skip
-    assert sentences[2].endswith("Each can move an accuracy on the whole folder's reference test split (400 images) "
-                                 "by 0.25 points: up to 2.5 points for the worst of these random splits.")  # fmt: skip
+    assert sentences[1] == (
+        "Groups spread over two splits: the book's grouped split 0, a random split 11.1 on average (from 5 to 15)."
+    )
+    assert sentences[2].endswith(
+        "Each can move an accuracy on the whole folder's reference test split (400 images) "
+        "by 0.25 points: up to 2.5 points for the worst of these random splits."
+    )
     assert len(sentences) == 3
     small_test = trust.describe_leakage({**leak, "test_images": 40})
     assert "reference test split (40 images) by 2.5 points: up to 25 points" in small_test[2]
@@ -300,7 +346,8 @@ def test_describe_leakage_weighs_each_leaked_image() -> None:
     assert same_size[3] == "This page's models are tested on 400 test images too."
     assert trust.describe_leakage(leak, page_test_images=40)[3] == (
         "This page's models are tested on a subset of 40 test images (fast mode), where one image moves an accuracy "
-        "by 2.5 points.")  # fmt: skip
+        "by 2.5 points."
+    )
 
 
 def test_blackout_reading_names_a_collapse_into_lung_opacity() -> None:
@@ -312,26 +359,33 @@ def test_blackout_reading_names_a_collapse_into_lung_opacity() -> None:
     shift = pd.concat([before.assign(when="before"), after.assign(when="after")]).rename_axis("true")
     shift = shift.reset_index().set_index(["when", "true"])
     sentences = trust.read_blackout_shift(shift, segmented="Lung_Opacity")
-    assert sentences[0] == ("COVID: 100% predicted as COVID before, 10% with the surround blacked out; the most went "
-                            "to Lung_Opacity (90%).")  # fmt: skip
-    assert sentences[-2] == ("Images of the other classes predicted as Lung_Opacity: 0% before, 88% with the surround "
-                             "blacked out: the black pulls them towards Lung_Opacity, the class with the black "
-                             "background.")  # fmt: skip
+    assert sentences[0] == (
+        "COVID: 100% predicted as COVID before, 10% with the surround blacked out; the most went to Lung_Opacity (90%)."
+    )
+    assert sentences[-2] == (
+        "Images of the other classes predicted as Lung_Opacity: 0% before, 88% with the surround "
+        "blacked out: the black pulls them towards Lung_Opacity, the class with the black "
+        "background."
+    )
     assert sentences[-1].startswith("A collapse: 92% of all images become Lung_Opacity")
     assert sentences[-1].endswith("This is the shortcut itself.")
     # without a class with a black background: no pull to read, and the collapse is only named
     plain = trust.read_blackout_shift(shift, region="hide-lungs")
     assert plain[3].startswith("No class is told apart by a black background of its own")
-    assert len(plain) == 5 and plain[-1] == ("A collapse: 92% of all images become Lung_Opacity with the lungs blacked "
-                                             "out. To this model, an image with the lungs blacked out looks like "
-                                             "Lung_Opacity.")  # fmt: skip
+    assert len(plain) == 5 and plain[-1] == (
+        "A collapse: 92% of all images become Lung_Opacity with the lungs blacked "
+        "out. To this model, an image with the lungs blacked out looks like "
+        "Lung_Opacity."
+    )
 
 
 def _shift(before: list[list[float]], after: list[list[float]], classes: list[str]) -> Any:
     import pandas as pd
 
-    frames = [pd.DataFrame(rows, index=classes, columns=classes).assign(when=when)
-              for when, rows in (("before", before), ("after", after))]  # fmt: skip
+    frames = [
+        pd.DataFrame(rows, index=classes, columns=classes).assign(when=when)
+        for when, rows in (("before", before), ("after", after))
+    ]
     return pd.concat(frames).rename_axis("true").reset_index().set_index(["when", "true"])
 
 
@@ -339,9 +393,11 @@ def test_blackout_reading_says_when_the_black_does_not_pull() -> None:
     classes = ["COVID", "Lung_Opacity", "Normal"]
     shift = _shift(np.eye(3).tolist(), [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.85, 0.05, 0.1]], classes)
     sentences = trust.read_blackout_shift(shift, segmented="Lung_Opacity")
-    assert sentences[-1] == ("Images of the other classes predicted as Lung_Opacity: 0% before, 2% with the surround "
-                             "blacked out: the black does not pull them towards Lung_Opacity, the class with the black "
-                             "background.")  # fmt: skip
+    assert sentences[-1] == (
+        "Images of the other classes predicted as Lung_Opacity: 0% before, 2% with the surround "
+        "blacked out: the black does not pull them towards Lung_Opacity, the class with the black "
+        "background."
+    )
     pushed = _shift([[0.6, 0.4, 0.0], [0.0, 1.0, 0.0], [0.0, 0.4, 0.6]], np.eye(3).tolist(), classes)
     assert "pushes them away from Lung_Opacity" in trust.read_blackout_shift(pushed, segmented="Lung_Opacity")[-1]
 
@@ -368,10 +424,12 @@ def test_inside_reading_counts_maps_below_uniform_and_meets_the_blackout() -> No
     # Normal's maps lie inside, yet Normal falls from 1.0 to 0.1 once the surround is black
     fallen = _shift(np.eye(2).tolist(), [[1.0, 0.0], [0.9, 0.1]], classes)
     reading = trust.read_inside_vs_blackout(cams, by_class, fallen)
-    assert reading == [f"Maps inside the central-chest box, answers from the surround: Normal (mean inside share 0.90, "
-                       f"uniform {area:.2f}; predicted as Normal 100% before, 10% with the surround blacked out). "
-                       "The inside share missed this dependence: a map says where the evidence for a class was "
-                       "strongest, not that nothing outside mattered."]  # fmt: skip
+    assert reading == [
+        f"Maps inside the central-chest box, answers from the surround: Normal (mean inside share 0.90, "
+        f"uniform {area:.2f}; predicted as Normal 100% before, 10% with the surround blacked out). "
+        "The inside share missed this dependence: a map says where the evidence for a class was "
+        "strongest, not that nothing outside mattered."
+    ]
     kept = _shift(np.eye(2).tolist(), [[1.0, 0.0], [0.3, 0.7]], classes)
     assert trust.read_inside_vs_blackout(cams, by_class, kept)[0].startswith(
         "Every class whose maps lie inside the central-chest box (Normal) keeps more than 50%"
@@ -387,8 +445,13 @@ def test_inside_reading_counts_maps_below_uniform_and_meets_the_blackout() -> No
 def _region_frame(rows: dict[str, list[tuple[str, float, float, float]]]) -> Any:
     import pandas as pd
 
-    return pd.DataFrame([{"region": region, "measure": m, "estimate": e, "low": lo, "high": hi, "n": 400}
-                         for region, measures in rows.items() for m, e, lo, hi in measures])  # fmt: skip
+    return pd.DataFrame(
+        [
+            {"region": region, "measure": m, "estimate": e, "low": lo, "high": hi, "n": 400}
+            for region, measures in rows.items()
+            for m, e, lo, hi in measures
+        ]
+    )
 
 
 def test_region_readings_give_the_losses_and_compare_the_blackout() -> None:
@@ -399,18 +462,26 @@ def test_region_readings_give_the_losses_and_compare_the_blackout() -> None:
                        ("sensitivity Normal", 0.20, 0.12, 0.29), ("sensitivity Viral Pneumonia", 0.93, 0.86, 0.97)],
     })  # fmt: skip
     sentences = trust.read_region_table(table, chance=0.25)
-    assert sentences[2] == ("With the lungs hidden, still recognised above chance: COVID 0.81 [0.72, 0.88], Viral "
-                            "Pneumonia 0.93 [0.86, 0.97]; not clearly above chance: Normal.")  # fmt: skip
-    assert sentences[3] == ("Sensitivity from the full image to lungs hidden, largest loss first: Normal 0.96 -> 0.20 "
-                            "(-0.76), COVID 0.94 -> 0.81 (-0.13), Viral Pneumonia 0.97 -> 0.93 (-0.04).")  # fmt: skip
+    assert sentences[2] == (
+        "With the lungs hidden, still recognised above chance: COVID 0.81 [0.72, 0.88], Viral "
+        "Pneumonia 0.93 [0.86, 0.97]; not clearly above chance: Normal."
+    )
+    assert sentences[3] == (
+        "Sensitivity from the full image to lungs hidden, largest loss first: Normal 0.96 -> 0.20 "
+        "(-0.76), COVID 0.94 -> 0.81 (-0.13), Viral Pneumonia 0.97 -> 0.93 (-0.04)."
+    )
 
     classes = ["COVID", "Normal", "Viral Pneumonia"]
     hidden = _shift(np.eye(3).tolist(), [[0.0, 1.0, 0.0], [0.0, 0.9, 0.1], [0.0, 0.8, 0.2]], classes)
     compared = trust.compare_hidden(hidden, table, chance=0.25)
-    assert compared[0] == ("COVID: the full model recognises 1.00 of its test images, 0.00 with the lungs blacked "
-                           "out; the model trained with the lungs hidden, 0.81 [0.72, 0.88].")  # fmt: skip
-    assert compared[-1].startswith("Recognised without the lungs by the lungs-hidden model, lost by the full model "
-                                   "once its lungs are black: COVID, Viral Pneumonia.")  # fmt: skip
+    assert compared[0] == (
+        "COVID: the full model recognises 1.00 of its test images, 0.00 with the lungs blacked "
+        "out; the model trained with the lungs hidden, 0.81 [0.72, 0.88]."
+    )
+    assert compared[-1].startswith(
+        "Recognised without the lungs by the lungs-hidden model, lost by the full model "
+        "once its lungs are black: COVID, Viral Pneumonia."
+    )
     unchanged = _shift(np.eye(3).tolist(), np.eye(3).tolist(), classes)
     assert trust.compare_hidden(unchanged, table, chance=0.25)[-1].startswith("No class is recognised")
 
@@ -420,34 +491,56 @@ def test_region_pairs_reading_says_what_each_outcome_means() -> None:
 
     def pairs(full_only: int, other_only: int, p: float, images: int = 400) -> Any:
         both = images // 2  # images both models got right
-        rows = [{"against": label, "images": images, "accuracy, full image": (both + full_only) / images,
-                 "accuracy, other": (both + other_only) / images, "only full image right": full_only,
-                 "only the other right": other_only, "McNemar p": p, "reading": "(McNemar's sentence)"}
-                for label in ("lungs hidden", "lungs only")]  # fmt: skip
+        rows = [
+            {
+                "against": label,
+                "images": images,
+                "accuracy, full image": (both + full_only) / images,
+                "accuracy, other": (both + other_only) / images,
+                "only full image right": full_only,
+                "only the other right": other_only,
+                "McNemar p": p,
+                "reading": "(McNemar's sentence)",
+            }
+            for label in ("lungs hidden", "lungs only")
+        ]
         return pd.DataFrame(rows).set_index("against")
 
     worse = trust.read_region_pairs(pairs(36, 4, 1e-7), region="the central-chest box")
-    assert worse[0] == ("Full image vs lungs hidden: (McNemar's sentence) Hiding the central-chest box costs accuracy: "
-                        "it carries class information that the rest of the image does not replace.")  # fmt: skip
-    assert worse[1].startswith("Full image vs lungs only: (McNemar's sentence) Blacking out everything outside the "
-                               "central-chest box costs accuracy")  # fmt: skip
+    assert worse[0] == (
+        "Full image vs lungs hidden: (McNemar's sentence) Hiding the central-chest box costs accuracy: "
+        "it carries class information that the rest of the image does not replace."
+    )
+    assert worse[1].startswith(
+        "Full image vs lungs only: (McNemar's sentence) Blacking out everything outside the "
+        "central-chest box costs accuracy"
+    )
     better = trust.read_region_pairs(pairs(4, 36, 1e-7))
     assert all("model is the more accurate one" in s for s in better)
     same = trust.read_region_pairs(pairs(6, 5, 1.0))
-    assert same[0].endswith("On these 400 test images, the image without the lung region predicts the class about "
-                            "as well as the whole image (a small difference would go unnoticed).")  # fmt: skip
+    assert same[0].endswith(
+        "On these 400 test images, the image without the lung region predicts the class about "
+        "as well as the whole image (a small difference would go unnoticed)."
+    )
     assert same[1].endswith("this does not say that the full model uses the lungs.")
     close = trust.read_region_pairs(pairs(5, 5 + trust.CLOSE_IMAGES, 0.8))
     assert all("about as well as the whole image" in s for s in close)
     # not significant, but the counts far apart: say which got more right, and that chance could explain it
     other_ahead = trust.read_region_pairs(pairs(6, 13, 0.17, images=40))
-    assert other_ahead[0] == ("Full image vs lungs hidden: (McNemar's sentence) The lungs hidden model got 7 more of "
-                              "these 40 test images right (accuracy 0.82 against 0.65), but with this many images a "
-                              "difference of this size cannot be told from chance (McNemar p = 0.17).")  # fmt: skip
+    assert other_ahead[0] == (
+        "Full image vs lungs hidden: (McNemar's sentence) The lungs hidden model got 7 more of "
+        "these 40 test images right (accuracy 0.82 against 0.65), but with this many images a "
+        "difference of this size cannot be told from chance (McNemar p = 0.17)."
+    )
     assert other_ahead[1].endswith("(McNemar p = 0.17); this does not say that the full model uses the lungs.")
     full_ahead = trust.read_region_pairs(pairs(13, 6, 0.17, images=40))
-    assert all(": (McNemar's sentence) The full-image model got 7 more of these 40 test images right (accuracy 0.82 "
-               "against 0.65)" in s and s.endswith("(McNemar p = 0.17).") for s in full_ahead)  # fmt: skip
+    assert all(
+        ": (McNemar's sentence) The full-image model got 7 more of these 40 test images right (accuracy 0.82 "
+        "against 0.65)"
+        in s
+        and s.endswith("(McNemar p = 0.17).")
+        for s in full_ahead
+    )
     assert not any("about as well" in s for s in other_ahead + full_ahead)
 
 
@@ -461,16 +554,23 @@ def test_background_readings_explain_an_auc_below_one_half() -> None:
     def rule(target: str, auc: float) -> trust.BackgroundRule:
         return trust.BackgroundRule(target, 0.8, auc, auc, 0.0, 0.0, frame)
 
-    rules = {"COVID": rule("COVID", 0.1), "Lung_Opacity": rule("Lung_Opacity", 1.0), "Normal": rule("Normal", 0.4),
-             "Viral Pneumonia": rule("Viral Pneumonia", 0.4)}  # fmt: skip
+    rules = {
+        "COVID": rule("COVID", 0.1),
+        "Lung_Opacity": rule("Lung_Opacity", 1.0),
+        "Normal": rule("Normal", 0.4),
+        "Viral Pneumonia": rule("Viral Pneumonia", 0.4),
+    }
     sentences = trust.read_background_rules(rules)
-    assert sentences[:2] == ["Separated by the black background (test AUC >= 0.9): Lung_Opacity.",
-                             "Test AUC below 0.5 (the rest is blacker): COVID 0.100, Normal 0.400, Viral Pneumonia "
-                             "0.400."]  # fmt: skip
-    assert sentences[2] == ("Test AUC against the other classes without Lung_Opacity: COVID 0.000 (still below 0.5: "
-                            "its films are less black than those of the other classes too); Normal 0.750 (above 0.5: "
-                            "only the separated films in the rest pulled it below); Viral Pneumonia 0.750 (above 0.5: "
-                            "only the separated films in the rest pulled it below).")  # fmt: skip
+    assert sentences[:2] == [
+        "Separated by the black background (test AUC >= 0.9): Lung_Opacity.",
+        "Test AUC below 0.5 (the rest is blacker): COVID 0.100, Normal 0.400, Viral Pneumonia 0.400.",
+    ]
+    assert sentences[2] == (
+        "Test AUC against the other classes without Lung_Opacity: COVID 0.000 (still below 0.5: "
+        "its films are less black than those of the other classes too); Normal 0.750 (above 0.5: "
+        "only the separated films in the rest pulled it below); Viral Pneumonia 0.750 (above 0.5: "
+        "only the separated films in the rest pulled it below)."
+    )
     no_separated = {c: rule(c, 0.45) for c in ("COVID", "Normal")}
     assert (
         trust.read_background_rules(no_separated)[0].endswith("no class.")
@@ -481,7 +581,8 @@ def test_background_readings_explain_an_auc_below_one_half() -> None:
     assert trust.describe_background_shortcut(rules["Lung_Opacity"], table) == (
         "The one-number rule (the share of black pixels outside the central-chest box) separates Lung_Opacity from "
         "the other classes (test AUC 1.000), and the model trained with the lungs hidden recognises 1.00 [0.96, 1.00] "
-        "of the Lung_Opacity test images.")  # fmt: skip
+        "of the Lung_Opacity test images."
+    )
     assert "does not separate Lung_Opacity from the other classes (test AUC 0.520)." in (
         trust.describe_background_shortcut(rule("Lung_Opacity", 0.52))
     )
@@ -509,9 +610,11 @@ def test_describe_split_and_count_weights(tmp_path: Path) -> None:
     assert text.startswith("20 training images (COVID 8, Normal 8, Viral Pneumonia 4)")
     assert trust.describe_recipe(preset("cpu")) == (
         "the cpu recipe: resnet18-w32, 160-px images, 22 epochs of 2,000 images, an exponential moving average of the "
-        "weights, one offset per class fitted on the validation split")  # fmt: skip
+        "weights, one offset per class fitted on the validation split"
+    )
     assert trust.describe_recipe(preset("fast")) == (
         "the fast recipe: resnet18, 64-px images, 2 passes over the training split, no moving average of the "
-        "weights, no class offsets")  # fmt: skip
+        "weights, no class offsets"
+    )
     assert count_weights("resnet18") == 11_172_292  # ResNet-18, one gray input channel, four outputs
     assert count_weights("resnet18-w32") < count_weights("resnet18")

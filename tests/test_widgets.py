@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from cxrlib.checkpoint import LoadedModel, cpu_model
 from cxrlib.config import CXRError
 from cxrlib.evaluate import Predictions
 from cxrlib.models import build_model
-from cxrlib.train import LoadedModel, TrainConfig
+from cxrlib.recipe import TrainConfig
 from cxrlib.transforms import Normalization, Preprocessing
 from cxrlib.widgets import Explorer
 
@@ -36,8 +37,14 @@ PROBS = np.array([
 def explorer() -> Explorer:
     torch.manual_seed(0)
     net, _ = build_model("resnet18", 4, pretrained="no")  # "no" never warns
-    loaded = LoadedModel(net.eval(), CLASSES, Preprocessing(32, Normalization(0.5, 0.25)),
-                         TrainConfig(img_size=32, pretrained="no"), 0, {})  # fmt: skip
+    loaded = LoadedModel(
+        net.eval(),
+        CLASSES,
+        Preprocessing(32, Normalization(0.5, 0.25)),
+        TrainConfig(img_size=32, pretrained="no"),
+        0,
+        {},
+    )
     images = np.stack([pattern(i, 32) for i in range(6)])
     pred = Predictions(PROBS, LABELS, CLASSES, [f"c/img{i}.png" for i in range(6)], "/data", images)
     exp = Explorer(loaded, pred)
@@ -204,15 +211,32 @@ def test_batched_cams_equal_one_by_one(explorer: Explorer) -> None:
     assert np.allclose(together, alone, atol=1e-5)
 
 
-def test_cxr_bench_times_the_explorer_on_a_trained_run(tmp_path_factory: pytest.TempPathFactory,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_cxr_bench_times_the_explorer_on_a_trained_run(
+    tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
     import json
 
     from cxrlib.cli import main
 
     run_dir, data = tiny_run(tmp_path_factory)
-    args = ["bench", "--data", str(data), "--run", str(run_dir), "--img-size", "32", "--steps", "1", "--rounds", "1",
-            "--explorer-steps", "2", "--explorer-size", "48", "--json"]  # fmt: skip
+    args = [
+        "bench",
+        "--data",
+        str(data),
+        "--run",
+        str(run_dir),
+        "--img-size",
+        "32",
+        "--steps",
+        "1",
+        "--rounds",
+        "1",
+        "--explorer-steps",
+        "2",
+        "--explorer-size",
+        "48",
+        "--json",
+    ]
     assert main(args) == 0
     numbers = json.loads(capsys.readouterr().out)
     assert numbers["explorer_run"] == run_dir.name and numbers["explorer_img_size"] == 48
@@ -237,3 +261,23 @@ def test_one_image_cam_runs_on_one_thread_and_restores(explorer: Explorer, monke
     torch.set_num_threads(2)
     explorer.cam(0)
     assert seen == [widgets.STEP_THREADS] and torch.get_num_threads() == 2
+
+
+def test_explorer_leaves_the_callers_model_as_it_was() -> None:
+    """The explorer works on the CPU in eval mode; a model in training mode (or on a GPU)
+    is copied, not switched, so the caller finds it as it left it."""
+    torch.manual_seed(0)
+    net, _ = build_model("resnet18", 4, pretrained="no")
+    net.train()
+    loaded = LoadedModel(
+        net, CLASSES, Preprocessing(32, Normalization(0.5, 0.25)), TrainConfig(img_size=32, pretrained="no"), 0, {}
+    )
+    images = np.stack([pattern(i, 32) for i in range(6)])
+    exp = Explorer(loaded, Predictions(PROBS, LABELS, CLASSES, [f"c/img{i}.png" for i in range(6)], "/data", images))
+    try:
+        assert net.training and exp.model is not net and not exp.model.training
+        assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), exp.model.state_dict().values()))
+        net.eval()
+        assert cpu_model(net) is net  # already on the CPU in eval mode: no copy
+    finally:
+        exp.close()

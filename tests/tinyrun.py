@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from cxrlib.train import TrainConfig, train
+from cxrlib.recipe import TrainConfig
+from cxrlib.train import train
 
 from conftest import CANONICAL, build_dataset
 
 #: A configuration small enough for a few seconds per run on 2 cores (test_train uses it too).
-TINY = TrainConfig(preset="test", img_size=32, epochs=3, batch_size=8, lr=3e-3, valid_size=8, test_size=8,
-                   pretrained="no", seed=3)  # fmt: skip
+TINY = TrainConfig(
+    preset="test", img_size=32, epochs=3, batch_size=8, lr=3e-3, valid_size=8, test_size=8, pretrained="no", seed=3
+)
 
 _cache: dict[str, tuple[Path, Path]] = {}
 

@@ -4,7 +4,7 @@ HTML is, and whether the build failed.
     python tools/book_report.py BUILD_DIR [--seconds N] [--status 0|1]
 
 Reads ``BUILD_DIR/execution-times.json`` (written by the Sphinx extension
-``book/_ext/exec_times.py``). Exits non-zero when ``--status`` is non-zero or a notebook
+``book/_ext/cxrbook.py``). Exits non-zero when ``--status`` is non-zero or a notebook
 failed, so the Makefile can print the table and still fail.
 """
 

@@ -64,8 +64,10 @@ def prepare(out_dir: Path) -> None:
                 sys.exit(
                     f"nbrefs: {path.name} cell {cell.id} is tagged {TAG} but has no stored output; run `make nb-refs`"
                 )
-            cell.outputs = [nbformat.from_dict({**o, **({"execution_count": 1} if o["output_type"] == "execute_result" else {})})
-                            for o in refs[cell.id]]  # fmt: skip
+            cell.outputs = [
+                nbformat.from_dict({**o, **({"execution_count": 1} if o["output_type"] == "execute_result" else {})})
+                for o in refs[cell.id]
+            ]
             cell.execution_count = 1  # nbval ignores outputs of cells that were never run
         nbformat.write(nb, out_dir / path.name)
     print(f"nbrefs: prepared {len(list(out_dir.glob('*.ipynb')))} notebook(s) in {out_dir}")

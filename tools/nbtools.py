@@ -1,5 +1,4 @@
-"""Small notebook utilities for maintainers: strip outputs, and build notebooks from a
-cell list (used once, when a chapter is first written; the .ipynb is the source after)."""
+"""Notebook utilities for maintainers: strip outputs before a commit (``make strip``)."""
 
 from __future__ import annotations
 
@@ -24,24 +23,6 @@ def strip(path: Path) -> bool:
     if changed:
         nbformat.write(nb, path)
     return changed
-
-
-def build(path: Path, cells: list[tuple]) -> None:
-    """Write a notebook from ``(kind, source[, tags])`` tuples with stable cell ids."""
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-    nb.metadata["language_info"] = {"name": "python"}
-    stem = path.stem.split("_", 1)[0]
-    for n, (kind, source, *rest) in enumerate(cells):
-        tags = rest[0] if rest else []
-        maker = nbformat.v4.new_markdown_cell if kind == "md" else nbformat.v4.new_code_cell
-        cell = maker(source.strip("\n"))
-        cell.id = f"c{stem}-{n:02d}"
-        if tags:
-            cell.metadata["tags"] = tags
-        nb.cells.append(cell)
-    nbformat.validate(nb)
-    nbformat.write(nb, path)
 
 
 if __name__ == "__main__":

@@ -28,21 +28,31 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from cxrlib.evaluate import macro_auc, predict_images, predict_split
-from cxrlib.recipes import HONEST_CLASSES
-from cxrlib.train import fit_class_offsets, load_model
+from cxrlib.ablation import HONEST_CLASSES
+from cxrlib.checkpoint import load_model, predict_images
+from cxrlib.evaluate import predict_split
+from cxrlib.metrics import macro_auc
+from cxrlib.train import fit_class_offsets
 
-VIEWS = [dict(angle=0.0, scale=0.95), dict(angle=0.0, scale=1.05), dict(angle=-4.0, scale=1.0),
-         dict(angle=4.0, scale=1.0)]  # fmt: skip
+VIEWS = [
+    dict(angle=0.0, scale=0.95),
+    dict(angle=0.0, scale=1.05),
+    dict(angle=-4.0, scale=1.0),
+    dict(angle=4.0, scale=1.0),
+]
 
 
 def scores(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, float]:
     predicted = probs.argmax(1)
     honest = np.isin(labels, [classes.index(c) for c in HONEST_CLASSES])
     sensitivity = {f"sens_{c}": float((predicted[labels == k] == k).mean()) for k, c in enumerate(classes)}
-    return {"accuracy_3class": float((predicted[honest] == labels[honest]).mean()),
-            "accuracy": float((predicted == labels).mean()), "macro_auc": macro_auc(probs, labels), **sensitivity,
-            "correct": "".join("01"[int(v)] for v in predicted == labels)}  # fmt: skip
+    return {
+        "accuracy_3class": float((predicted[honest] == labels[honest]).mean()),
+        "accuracy": float((predicted == labels).mean()),
+        "macro_auc": macro_auc(probs, labels),
+        **sensitivity,
+        "correct": "".join("01"[int(v)] for v in predicted == labels),
+    }
 
 
 CHOICES = ("tta", "size+32", "offsets", "size+32+offsets")
@@ -74,8 +84,9 @@ def measure(run: Path, choices: tuple[str, ...] = CHOICES) -> dict[str, dict[str
         images = torch.from_numpy(np.array(pred.images))[:, None]
         views = [pred.probs]
         for view in VIEWS:
-            moved = F.affine(images, angle=view["angle"], translate=[0, 0], scale=view["scale"], shear=[0.0, 0.0],
-                             fill=0)  # fmt: skip
+            moved = F.affine(
+                images, angle=view["angle"], translate=[0, 0], scale=view["scale"], shear=[0.0, 0.0], fill=0
+            )
             views.append(predict_images(loaded, moved[:, 0].numpy()))
         out["tta"] = scores(np.mean(views, axis=0), pred.labels, pred.classes)
     if "size+32" in choices or "size+32+offsets" in choices:

@@ -39,8 +39,11 @@ from typing import Any
 import numpy as np
 
 from cxrlib import stats
-from cxrlib.evaluate import bootstrap_ci, macro_auc, predict_split
-from cxrlib.train import TrainConfig, load_model, preset, train
+from cxrlib.checkpoint import load_model
+from cxrlib.evaluate import predict_split
+from cxrlib.metrics import bootstrap_ci, macro_auc
+from cxrlib.recipe import TrainConfig, preset
+from cxrlib.train import train
 from cxrlib.transforms import AugmentConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,12 +81,44 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "preset+128px": {"augment": replace(_AUG, noise=0.0, blur=0.0), "img_size": 128},
 }
 
-FIELDS = ["variant", "changes", "seed", "arch", "img_size", "epochs", "epoch_images", "images_shown", "seconds",
-          "stopped", "valid_n", "accuracy", "accuracy_lo", "accuracy_hi", "accuracy_3class", "accuracy_3class_lo",
-          "accuracy_3class_hi", "macro_auc", "macro_auc_lo", "macro_auc_hi", "raw_last_accuracy",
-          "sens_COVID", "sens_COVID_lo", "sens_COVID_hi", "sens_Lung_Opacity", "sens_Lung_Opacity_lo",
-          "sens_Lung_Opacity_hi", "sens_Normal", "sens_Normal_lo", "sens_Normal_hi", "sens_Viral Pneumonia",
-          "sens_Viral Pneumonia_lo", "sens_Viral Pneumonia_hi", "valid_correct", "commit", "command"]  # fmt: skip
+FIELDS = [
+    "variant",
+    "changes",
+    "seed",
+    "arch",
+    "img_size",
+    "epochs",
+    "epoch_images",
+    "images_shown",
+    "seconds",
+    "stopped",
+    "valid_n",
+    "accuracy",
+    "accuracy_lo",
+    "accuracy_hi",
+    "accuracy_3class",
+    "accuracy_3class_lo",
+    "accuracy_3class_hi",
+    "macro_auc",
+    "macro_auc_lo",
+    "macro_auc_hi",
+    "raw_last_accuracy",
+    "sens_COVID",
+    "sens_COVID_lo",
+    "sens_COVID_hi",
+    "sens_Lung_Opacity",
+    "sens_Lung_Opacity_lo",
+    "sens_Lung_Opacity_hi",
+    "sens_Normal",
+    "sens_Normal_lo",
+    "sens_Normal_hi",
+    "sens_Viral Pneumonia",
+    "sens_Viral Pneumonia_lo",
+    "sens_Viral Pneumonia_hi",
+    "valid_correct",
+    "commit",
+    "command",
+]
 
 
 def exact_interval(successes: int, n: int) -> tuple[float, float, float]:
@@ -112,23 +147,31 @@ def validation_row(run_dir: Path, classes_order: list[str]) -> dict[str, Any]:
     )
     honest = np.isin(labels, [classes.index(c) for c in HONEST if c in classes])
     row["accuracy_3class"], row["accuracy_3class_lo"], row["accuracy_3class_hi"] = exact_interval(
-        int((predicted[honest] == labels[honest]).sum()), int(honest.sum()))  # fmt: skip
+        int((predicted[honest] == labels[honest]).sum()), int(honest.sum())
+    )
     row["macro_auc"] = macro_auc(probs, labels)
     row["macro_auc_lo"], row["macro_auc_hi"] = bootstrap_ci(probs, labels, classes, estimates={})["macro_auc"]
     for c in classes_order:
         k = classes.index(c)
         mine = labels == k
         row[f"sens_{c}"], row[f"sens_{c}_lo"], row[f"sens_{c}_hi"] = exact_interval(
-            int((predicted[mine] == k).sum()), int(mine.sum()))  # fmt: skip
+            int((predicted[mine] == k).sum()), int(mine.sum())
+        )
     return row
 
 
 def commit() -> str:
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "cxrlib"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "cxrlib"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return sha + ("+changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -175,8 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     config.validate()
     run_dir = Path(args.runs) / f"{args.variant}-e{config.epochs}x{config.epoch_images}-s{args.seed}"
     started = time.monotonic()
-    train(config, run_dir, data_dir=args.data, overwrite=True, progress=False,
-          log=lambda msg: print(msg, file=sys.stderr, flush=True))  # fmt: skip
+    train(
+        config,
+        run_dir,
+        data_dir=args.data,
+        overwrite=True,
+        progress=False,
+        log=lambda msg: print(msg, file=sys.stderr, flush=True),
+    )
     seconds = time.monotonic() - started  # the run folder says everything else the row needs
     command = "python tools/recipe_runs.py " + shlex.join(a for a in (argv or sys.argv[1:]) if a)
     return record(run_dir, args.variant, command, seconds, Path(args.table))
@@ -190,15 +239,28 @@ def record(run_dir: Path, variant: str, command: str, seconds: float, table: Pat
     """Measure a finished run folder on its validation split and append its row."""
     saved = json.loads((run_dir / "config.json").read_text())
     if "class_offsets" in saved:
-        print(f"error: {run_dir} has class offsets fitted on its validation split, which would flatter its row; "
-              "record a run trained without them (class_offsets=False)", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: {run_dir} has class offsets fitted on its validation split, which would flatter its row; "
+            "record a run trained without them (class_offsets=False)",
+            file=sys.stderr,
+        )
         return 2
     cfg, outcome = saved["train"], saved.get("outcome", {})
     loaded = load_model(run_dir)
-    row = {"variant": variant, "changes": describe(VARIANTS[variant]), "seed": cfg["seed"], "arch": cfg["arch"],
-           "img_size": cfg["img_size"], "epochs": cfg["epochs"], "epoch_images": cfg["epoch_images"],
-           "images_shown": outcome.get("epochs_done", 0) * cfg["epoch_images"], "seconds": round(seconds),
-           "stopped": outcome.get("stopped", ""), "commit": commit(), "command": command}  # fmt: skip
+    row = {
+        "variant": variant,
+        "changes": describe(VARIANTS[variant]),
+        "seed": cfg["seed"],
+        "arch": cfg["arch"],
+        "img_size": cfg["img_size"],
+        "epochs": cfg["epochs"],
+        "epoch_images": cfg["epoch_images"],
+        "images_shown": outcome.get("epochs_done", 0) * cfg["epoch_images"],
+        "seconds": round(seconds),
+        "stopped": outcome.get("stopped", ""),
+        "commit": commit(),
+        "command": command,
+    }
     row.update(validation_row(run_dir, loaded.classes))
     history = json.loads((run_dir / "history.json").read_text())
     if "valid_accuracy_raw" in history[-1]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from cxrlib.recipes import (
+from cxrlib.ablation import (
     HONEST_CLASSES,
     describe_variant,
     format_p,
@@ -18,7 +18,7 @@ from cxrlib.recipes import (
     variant_verdict,
     verdict,
 )
-from cxrlib.train import preset
+from cxrlib.recipe import preset
 
 
 def test_verdict_needs_every_seed_to_agree_and_be_significant() -> None:
@@ -45,16 +45,35 @@ def test_p_values_below_a_hundredth_are_not_printed_as_zero() -> None:
 
 def _run(variant: str, seed: int, epochs: int, correct: str) -> dict[str, object]:
     acc = correct.count("1") / len(correct)
-    return {"variant": variant, "changes": variant, "seed": seed, "epochs": epochs, "epoch_images": 100,
-            "images_shown": epochs * 100, "seconds": 60, "accuracy": acc, "accuracy_3class": acc, "macro_auc": 0.9,
-            "sens_COVID": acc, "sens_Normal": acc, "sens_Viral Pneumonia": acc, "valid_correct": correct,
-            "valid_n": len(correct)}  # fmt: skip
+    return {
+        "variant": variant,
+        "changes": variant,
+        "seed": seed,
+        "epochs": epochs,
+        "epoch_images": 100,
+        "images_shown": epochs * 100,
+        "seconds": 60,
+        "accuracy": acc,
+        "accuracy_3class": acc,
+        "macro_auc": 0.9,
+        "sens_COVID": acc,
+        "sens_Normal": acc,
+        "sens_Viral Pneumonia": acc,
+        "valid_correct": correct,
+        "valid_n": len(correct),
+    }
 
 
 def test_summary_pairs_each_seed_with_the_baseline() -> None:
     base = "1" * 60 + "0" * 40
-    runs = pd.DataFrame([_run("base", 0, 12, base), _run("base", 1, 12, base),
-                         _run("bigger", 0, 12, "1" * 95 + "0" * 5), _run("bigger", 1, 12, "1" * 90 + "0" * 10)])  # fmt: skip
+    runs = pd.DataFrame(
+        [
+            _run("base", 0, 12, base),
+            _run("base", 1, 12, base),
+            _run("bigger", 0, 12, "1" * 95 + "0" * 5),
+            _run("bigger", 1, 12, "1" * 90 + "0" * 10),
+        ]
+    )
     summary = recipe_summary(runs)
     assert list(summary.index) == ["base, 12 × 100", "bigger, 12 × 100"]
     assert summary.loc["base, 12 × 100", "verdict"] == "baseline"
@@ -65,8 +84,13 @@ def test_summary_pairs_each_seed_with_the_baseline() -> None:
 
 def test_a_change_on_top_of_the_preset_is_compared_with_the_preset() -> None:
     preset_correct = "1" * 90 + "0" * 10
-    runs = pd.DataFrame([_run("base", 0, 12, "1" * 50 + "0" * 50), _run("no-noise-blur", 0, 22, preset_correct),
-                         _run("preset+flip", 0, 22, "1" * 85 + "0" * 15)])  # fmt: skip
+    runs = pd.DataFrame(
+        [
+            _run("base", 0, 12, "1" * 50 + "0" * 50),
+            _run("no-noise-blur", 0, 22, preset_correct),
+            _run("preset+flip", 0, 22, "1" * 85 + "0" * 15),
+        ]
+    )
     summary = recipe_summary(runs)
     row = summary.loc["preset+flip, 22 × 100"]
     assert row["compared with"] == "cpu preset (no-noise-blur, 22 × 100)"
@@ -125,14 +149,21 @@ def test_tables_name_the_presets_own_runs() -> None:
 
 
 def test_describe_variant_names_what_it_is_compared_with() -> None:
-    runs = pd.DataFrame([_run("base", 0, 12, "1" * 50 + "0" * 50), _run("base", 1, 12, "1" * 50 + "0" * 50),
-                         _run("no-noise-blur", 0, 12, "1" * 60 + "0" * 40),
-                         _run("no-noise-blur", 0, 22, "1" * 90 + "0" * 10),
-                         _run("preset+flip", 0, 22, "1" * 85 + "0" * 15)])  # fmt: skip
+    runs = pd.DataFrame(
+        [
+            _run("base", 0, 12, "1" * 50 + "0" * 50),
+            _run("base", 1, 12, "1" * 50 + "0" * 50),
+            _run("no-noise-blur", 0, 12, "1" * 60 + "0" * 40),
+            _run("no-noise-blur", 0, 22, "1" * 90 + "0" * 10),
+            _run("preset+flip", 0, 22, "1" * 85 + "0" * 15),
+        ]
+    )
     sentence = describe_variant("preset+flip", runs)
-    assert sentence.startswith("Stored measurement (cxrlib/recipe_runs.csv: runs of the cpu recipe and its variants, "
-                               "made once on the book's sample and scored on its 100 validation images, not by this "
-                               "build; a budget reads epochs × images per epoch): preset+flip (preset+flip): ")  # fmt: skip
+    assert sentence.startswith(
+        "Stored measurement (cxrlib/recipe_runs.csv: runs of the cpu recipe and its variants, "
+        "made once on the book's sample and scored on its 100 validation images, not by this "
+        "build; a budget reads epochs × images per epoch): preset+flip (preset+flip): "
+    )
     reference = "0.850 against 0.900 for the cpu preset (no-noise-blur, 22 × 100) at the same seed;"
     assert f"mean validation accuracy {reference}" in sentence
     assert sentence.endswith("seed 0: +0/-5 (p=0.06); verdict: one seed only: no verdict.")

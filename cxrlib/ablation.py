@@ -67,12 +67,23 @@ def load_posthoc() -> pd.DataFrame:
         for mode in (m for m in modes if m != "plain"):
             reference = posthoc_reference(mode)
             test = mcnemar(modes[mode]["correct"], modes[reference]["correct"])
-            rows.append({"run": run_label(run), "choice": mode, "compared with": reference,
-                         "accuracy, without it": modes[reference]["accuracy"],
-                         "accuracy, with it": modes[mode]["accuracy"], "images only it got right": test["a_only"],
-                         "images only the reference got right": test["b_only"], "McNemar p": test["p"],
-                         **{f"{c} sensitivity, {label}": modes[key][f"sens_{c}"] for c in ("COVID", "Normal")
-                            for label, key in (("without it", reference), ("with it", mode))}})  # fmt: skip
+            rows.append(
+                {
+                    "run": run_label(run),
+                    "choice": mode,
+                    "compared with": reference,
+                    "accuracy, without it": modes[reference]["accuracy"],
+                    "accuracy, with it": modes[mode]["accuracy"],
+                    "images only it got right": test["a_only"],
+                    "images only the reference got right": test["b_only"],
+                    "McNemar p": test["p"],
+                    **{
+                        f"{c} sensitivity, {label}": modes[key][f"sens_{c}"]
+                        for c in ("COVID", "Normal")
+                        for label, key in (("without it", reference), ("with it", mode))
+                    },
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -88,12 +99,17 @@ def posthoc_verdicts(posthoc: pd.DataFrame | None = None, alpha: float = 0.05) -
         ahead = int((rows["images only it got right"] > rows["images only the reference got right"]).sum())
         behind = int((rows["images only it got right"] < rows["images only the reference got right"]).sum())
         significant = int((rows["McNemar p"] < alpha).sum())
-        balance = ", ".join(f"mean {c} sensitivity {rows[f'{c} sensitivity, without it'].mean():.3f} -> "
-                            f"{rows[f'{c} sensitivity, with it'].mean():.3f}" for c in ("COVID", "Normal"))  # fmt: skip
-        out.append(f"{choice} (against {posthoc_reference(choice)}): over {len(rows)} runs, accuracy changed by "
-                   f"{change.min():+.2f} to {change.max():+.2f} points (ahead in {ahead}, behind in {behind}, level "
-                   f"in {len(rows) - ahead - behind}; McNemar p < {alpha:g} in {significant} of {len(rows)}); "
-                   f"{balance}")  # fmt: skip
+        balance = ", ".join(
+            f"mean {c} sensitivity {rows[f'{c} sensitivity, without it'].mean():.3f} -> "
+            f"{rows[f'{c} sensitivity, with it'].mean():.3f}"
+            for c in ("COVID", "Normal")
+        )
+        out.append(
+            f"{choice} (against {posthoc_reference(choice)}): over {len(rows)} runs, accuracy changed by "
+            f"{change.min():+.2f} to {change.max():+.2f} points (ahead in {ahead}, behind in {behind}, level "
+            f"in {len(rows) - ahead - behind}; McNemar p < {alpha:g} in {significant} of {len(rows)}); "
+            f"{balance}"
+        )
     return out
 
 
@@ -216,9 +232,13 @@ def describe_variant(variant: str, runs: pd.DataFrame | None = None, epochs: int
     else:
         named = against_label
     valid_images = ", ".join(f"{n:,}" for n in sorted(set(mine.valid_n) | set(against.valid_n)))
-    stored = (f"Stored measurement (cxrlib/recipe_runs.csv: runs of the cpu recipe and its variants, made once on "
-              f"the book's sample and scored on its {valid_images} validation images, not by this build; a budget "
-              f"reads epochs × images per epoch): ")  # fmt: skip
-    return (f"{stored}{variant} ({row['changes']}): mean validation accuracy {row['accuracy (4 classes)']:.3f} against "
-            f"{reference:.3f} for {named} at the same seed{'s' if len(seeds) > 1 else ''}; "
-            f"{row['paired, per seed']}; verdict: {row['verdict']}.")  # fmt: skip
+    stored = (
+        f"Stored measurement (cxrlib/recipe_runs.csv: runs of the cpu recipe and its variants, made once on "
+        f"the book's sample and scored on its {valid_images} validation images, not by this build; a budget "
+        f"reads epochs × images per epoch): "
+    )
+    return (
+        f"{stored}{variant} ({row['changes']}): mean validation accuracy {row['accuracy (4 classes)']:.3f} against "
+        f"{reference:.3f} for {named} at the same seed{'s' if len(seeds) > 1 else ''}; "
+        f"{row['paired, per seed']}; verdict: {row['verdict']}."
+    )
