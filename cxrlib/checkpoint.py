@@ -13,6 +13,7 @@ explorer, Grad-CAM's choice of class) goes through :func:`predict_images` /
 from __future__ import annotations
 
 import copy
+import json
 import os
 import pickle
 import warnings
@@ -178,3 +179,20 @@ def cpu_model(model: nn.Module) -> nn.Module:
     if on_cpu and not model.training:
         return model
     return copy.deepcopy(model).cpu().eval()
+
+
+def run_data_dir(run_dir: str | os.PathLike[str] | None) -> str | None:
+    """The data folder a run folder belongs to on this machine, or ``None``: ``done.json``'s
+    (written by :func:`cxrlib.runs.ensure_run`, also for a run downloaded from the published
+    book, whose ``config.json`` names the folder of the machine that trained it), else
+    ``config.json``'s."""
+    if run_dir is None:
+        return None
+    for name in ("done.json", "config.json"):
+        try:
+            found = json.loads((Path(run_dir) / name).read_text()).get("data_dir")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if found:
+            return str(found)
+    return None

@@ -19,6 +19,12 @@ Environment variables
     Overrides the pinned kagglehub handle (default :data:`KAGGLE_HANDLE`).
 ``KAGGLEHUB_CACHE``
     kagglehub's own cache folder; a copy downloaded once is found there offline.
+``CXR_DOWNLOAD_RUNS``
+    ``0`` (or ``false``, ``no``, ``off``) turns off downloading the book's published runs
+    (:mod:`cxrlib.published`): a chapter then trains every model it needs itself.
+``CXR_RUNS_URL``
+    Where published runs are downloaded from (default :data:`BOOK_URL`, the published book;
+    runs are under ``<url>runs/<name>/``), e.g. a mirror or a local ``http.server``.
 """
 
 from __future__ import annotations
@@ -36,7 +42,14 @@ CLASS_NAMES: tuple[str, ...] = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumo
 #: network call, while an unversioned handle always asks Kaggle for the latest version.
 KAGGLE_HANDLE = "tawsifurrahman/covid19-radiography-database/versions/5"
 
+#: The published book (GitHub Pages). The publishing workflow puts the runs the chapters
+#: trained beside its HTML, under ``<BOOK_URL>runs/<name>/`` (:mod:`cxrlib.published`). The same
+#: URL is ``html.baseurl`` in ``_config.yml``; it is repeated here because cxrlib is installed
+#: without ``_config.yml`` (pip, Colab), and tests/test_published.py keeps the two equal.
+BOOK_URL = "https://cxr-book.github.io/cxr-book/"
+
 _TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
 
 class CXRError(Exception):
@@ -89,6 +102,19 @@ def runs_dir() -> Path:
     """Where chapters store training runs: ``CXR_RUNS_DIR`` or ``<cache_dir>/runs``."""
     env = os.environ.get("CXR_RUNS_DIR")
     return Path(env).expanduser() if env else cache_dir() / "runs"
+
+
+def downloads_enabled() -> bool:
+    """False when ``CXR_DOWNLOAD_RUNS`` is ``0``, ``false``, ``no`` or ``off``: the reader has
+    opted out of downloading published runs. Unset (or any other value) allows them."""
+    return os.environ.get("CXR_DOWNLOAD_RUNS", "").strip().lower() not in _FALSE
+
+
+def runs_url() -> str:
+    """Where published runs are downloaded from: ``CXR_RUNS_URL``, else :data:`BOOK_URL`;
+    always with one trailing slash, so ``runs_url() + "runs/..."`` is a valid address."""
+    url = os.environ.get("CXR_RUNS_URL", "").strip() or BOOK_URL
+    return url.rstrip("/") + "/"
 
 
 NO_DATA_HELP = (

@@ -409,6 +409,41 @@ def scan(
     )
 
 
+def data_fingerprint(data_dir: str | os.PathLike[str] | None = None) -> str:
+    """A short hash naming a data folder's images wherever the folder lies: 16 hex digits of
+    the sha256 of the sorted ``(path relative to the dataset root, class, size in bytes,
+    mask path)`` of every image file, the same listing :func:`scan` starts from.
+
+    It is the *data version* of a published run (:func:`cxrlib.published.run_key`): the
+    book's runs are trained on a CI machine and reused on a reader's laptop or Colab, where
+    the folder's absolute path differs (the check of a local run compares paths, which only
+    holds on one machine). Why this listing and not something else:
+
+    * it is cheap before anything is trained: one directory listing and one ``stat`` per file,
+      no decoding (0.1-0.2 s for the 2,548-image sample, where a first scan decodes every
+      image), so it can decide whether a download replaces training;
+    * relative paths and classes are what the split and the fast subset are computed from
+      (:func:`make_split`, :func:`fast_subset`), and byte sizes tell apart two releases or a
+      re-encoded copy that kept the names; mask paths decide where the lung region of
+      chapter 7's runs comes from;
+    * it leaves out what differs between copies of the same files: the absolute path, the
+      enclosing folder, modification times, and the scan cache.
+
+    The hash of ``split.csv`` was the other candidate; it needs the full scan (every image
+    decoded, minutes on a fresh machine) and depends on the split's seed and sizes, which
+    the run's configuration already names.
+
+    Raises:
+        CXRError: no data folder, or no class folders in it.
+    """
+    root, class_dirs = find_dataset_root(resolve_data_dir(data_dir))
+    listing = [
+        [rel, label, (root / rel).stat().st_size, mask] for rel, label, mask in _list_candidates(root, class_dirs)
+    ]
+    canonical = json.dumps(sorted(listing), separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
 # --------------------------------------------------------------------------- near-duplicates
 
 

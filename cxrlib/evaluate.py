@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from .checkpoint import LoadedModel, cpu_model, load_model, model_input, predict_images
+from .checkpoint import LoadedModel, cpu_model, load_model, model_input, predict_images, run_data_dir
 from .config import CXRError, DataNotFoundError, cache_dir, resolve_data_dir
 from .data import CXRData, PixelCache, _atomic_write_bytes, find_dataset_root, scan
 from .explain import compute_cams, overlay
@@ -134,15 +134,6 @@ def _as_loaded(model: LoadedModel | str | os.PathLike[str]) -> tuple[LoadedModel
     return load_model(path), (path if path.is_dir() else path.parent)
 
 
-def _run_data_dir(run_dir: Path | None) -> str | None:
-    if run_dir is None:
-        return None
-    try:
-        return json.loads((run_dir / "config.json").read_text()).get("data_dir")
-    except (OSError, ValueError):
-        return None
-
-
 def _data_root(run_dir: Path | None, data_dir: str | os.PathLike[str] | None) -> Path:
     """The data folder: ``data_dir``, else ``CXR_DATA_DIR``, else the folder the run was
     trained on (when it still exists), else kagglehub."""
@@ -151,7 +142,7 @@ def _data_root(run_dir: Path | None, data_dir: str | os.PathLike[str] | None) ->
     except DataNotFoundError:
         if data_dir is not None or os.environ.get("CXR_DATA_DIR"):
             raise
-    saved = _run_data_dir(run_dir)
+    saved = run_data_dir(run_dir)
     if saved and Path(saved).is_dir():
         return Path(saved).resolve()
     return resolve_data_dir(None)
@@ -197,7 +188,7 @@ def predict_split(
     else:
         cfg = loaded.config
         split_file = run_dir / "split.csv" if run_dir is not None else None
-        saved_root = _run_data_dir(run_dir)
+        saved_root = run_data_dir(run_dir)
         same = (
             split_file is not None
             and split_file.is_file()

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import resolve_data_dir, runs_dir
+from .data import data_fingerprint
+from .published import fetch_published_run, run_key
 from .recipe import TrainConfig
 from .train import describe_offsets, train, write_json
 
@@ -128,24 +130,39 @@ def ensure_run(
     data_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    download: bool = True,
 ) -> Path:
-    """A finished run of ``config`` under :func:`cxrlib.config.runs_dir`, trained if needed.
+    """A finished run of ``config`` named ``name`` under :func:`cxrlib.config.runs_dir`.
 
-    Chapters call this so that each one runs on its own in a fresh kernel: the first
-    chapter that needs a model trains it, later ones (and re-runs) load it. A run is
-    reused only when its configuration and data folder match and it finished.
+    Chapters call this so that each one runs on its own in a fresh kernel. It tries, in order:
+
+    1. a finished local run with the same configuration and data folder;
+    2. the book's published run of this configuration and data version
+       (:func:`cxrlib.published.fetch_published_run`: keyed by the configuration and
+       :func:`cxrlib.data.data_fingerprint`, every file checked against its sha256 before
+       it is kept). Not for fast mode's toy models, which train faster than they download,
+       and never with ``download=False`` or ``CXR_DOWNLOAD_RUNS=0``;
+    3. training, with one line saying why a published run was not used.
     """
+    say = log or print
     root = str(resolve_data_dir(data_dir))
     run_dir = runs_dir() / name
     done = run_dir / "done.json"
     wanted = json.loads(json.dumps({"train": config.to_dict(), "data_dir": root}))  # tuples read back as lists
     if done.is_file() and (run_dir / "best.pt").is_file():
         try:
-            if json.loads(done.read_text()) == wanted:
+            found = json.loads(done.read_text())
+            if {k: found.get(k) for k in wanted} == wanted:
                 return run_dir
-        except ValueError:
+        except (ValueError, AttributeError):
             pass
     done.unlink(missing_ok=True)  # an interrupted retrain must not look finished
+    if download and not config.fast_subset:
+        key = run_key(config.to_dict(), data_fingerprint(root))
+        if fetch_published_run(name, key, run_dir, progress=progress, say=say) is not None:
+            write_json(done, {**wanted, "published": key})
+            say(f"Downloaded the book's published run {name} (every file matched its sha256): no training needed.")
+            return run_dir
     train(config, run_dir, data_dir=root, overwrite=True, progress=progress, log=log)
     write_json(done, wanted)
     return run_dir

@@ -41,13 +41,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from .checkpoint import LoadedModel, cpu_model, load_model, model_input
+from .checkpoint import LoadedModel, cpu_model, load_model, model_input, run_data_dir
 from .config import CXRError
 from .evaluate import Predictions, cached_predictions, predict_split
 from .explain import CAM_METHODS, CamExplainer, overlay
@@ -178,7 +177,7 @@ class Explorer:
             loaded = replace(loaded, preprocessing=replace(loaded.preprocessing, img_size=img_size))
             predictions = predict_split(
                 loaded,
-                data_dir if data_dir is not None else _run_data(run),
+                data_dir if data_dir is not None else run_data_dir(run),
                 split=split,
                 keep_images=True,
                 progress=progress,
@@ -558,14 +557,6 @@ class ExplorerView:
         if self.static is not None:
             bundle["text/html"] = self.static
         return bundle
-
-
-def _run_data(run: str | os.PathLike[str]) -> str | None:
-    """The data folder a run was trained on (``config.json``), or ``None``."""
-    try:
-        return json.loads((Path(run) / "config.json").read_text())["data_dir"]
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 STATIC_STYLE = """

@@ -29,7 +29,7 @@ import torch
 from torchvision.transforms.v2 import functional as F
 
 from cxrlib.ablation import HONEST_CLASSES
-from cxrlib.checkpoint import load_model, predict_images
+from cxrlib.checkpoint import load_model, predict_images, run_data_dir
 from cxrlib.evaluate import predict_split
 from cxrlib.metrics import macro_auc
 from cxrlib.train import fit_class_offsets
@@ -92,7 +92,7 @@ def measure(run: Path, choices: tuple[str, ...] = CHOICES) -> dict[str, dict[str
     if "size+32" in choices or "size+32+offsets" in choices:
         size = loaded.preprocessing.img_size + 32
         bigger = replace(loaded, preprocessing=replace(loaded.preprocessing, img_size=size))
-        big = predict_split(bigger, data_dir=json.loads((run / "config.json").read_text())["data_dir"], split="valid")
+        big = predict_split(bigger, data_dir=run_data_dir(run), split="valid")
         out["size+32"] = scores(big.probs, big.labels, big.classes)
         out["size+32+offsets"] = scores(crossfit_offsets(big.probs, big.labels), big.labels, big.classes)
     return out
