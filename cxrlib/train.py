@@ -371,22 +371,7 @@ def _setup(
         data_dir = data_dir or saved.get("data_dir")
     dev = pick_device(device)
 
-    split_file = run_dir / "split.csv"
-    data = CXRData.load(
-        data_dir,
-        fast=config.fast_subset,
-        seed=config.split_seed,
-        valid_size=config.valid_size,
-        test_size=config.test_size,
-        split_file=split_file if (resume or not main_process) else None,
-        progress=progress and main_process,
-    )
-    if main_process and not resume:
-        data.write_split(split_file)
-    if world > 1:
-        dist.barrier()
-    for note in data.split.notes:
-        say(f"note: {note}")
+    data = _load_split(config, run_dir, data_dir, resume=resume, rank=rank, world=world, progress=progress, say=say)
     classes = data.classes
     pixels = data.pixels(config.img_size, progress=progress and main_process)
     train_idx, valid_idx = data.indices("train"), data.indices("valid")
@@ -529,6 +514,39 @@ def _setup(
             "counts": {s: int(len(data.indices(s))) for s in ("train", "valid", "test")},
         })  # fmt: skip
     return run
+
+
+def _load_split(
+    config: TrainConfig,
+    run_dir: Path,
+    data_dir: str | os.PathLike[str] | None,
+    *,
+    resume: bool,
+    rank: int,
+    world: int,
+    progress: bool,
+    say: Callable[[str], None],
+) -> CXRData:
+    """The data and its split: made and written to ``split.csv`` by a new run's main process,
+    read back from it on ``resume`` and by the other processes of a torchrun."""
+    main_process = rank == 0
+    split_file = run_dir / "split.csv"
+    data = CXRData.load(
+        data_dir,
+        fast=config.fast_subset,
+        seed=config.split_seed,
+        valid_size=config.valid_size,
+        test_size=config.test_size,
+        split_file=split_file if (resume or not main_process) else None,
+        progress=progress and main_process,
+    )
+    if main_process and not resume:
+        data.write_split(split_file)
+    if world > 1:
+        dist.barrier()
+    for note in data.split.notes:
+        say(f"note: {note}")
+    return data
 
 
 def _run_epoch(run: _Run, epoch: int, progress: bool) -> tuple[dict[str, Any], bool, float]:
