@@ -5,7 +5,7 @@
 #   make book-full     the whole book in full mode (cpu recipe) into build/full/_build, then the browser check
 #   make student       student notebooks (solutions replaced by stubs) in build/student/
 #   make lab           open the chapters in JupyterLab
-# Data: set CXR_DATA_DIR (or use kagglehub's cache); CXR_FAST=1 for the quick CI mode.
+# Data: `.venv/bin/cxr download` once (into kagglehub's cache), or set CXR_DATA_DIR; CXR_FAST=1 for the quick CI mode.
 
 SHELL := /bin/bash
 PYTHON ?= python3

@@ -32,7 +32,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import CXRError
+from .config import DOWNLOAD_SIZE_MB, CXRError
 
 #: = ``cxrlib.models.ARCHITECTURES`` (a copy: importing models imports torch; a test
 #: checks that the two agree).
@@ -44,6 +44,9 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 _MAX_MESSAGE = 400  # characters of an exception's message on the internal-error line
+
+#: Where a command looks for the data when no folder is given (see config.resolve_data_dir).
+_DATA_DEFAULT = "CXR_DATA_DIR, then kagglehub's cache, filled by `cxr download`"
 
 
 def _one_line(text: str) -> str:
@@ -125,6 +128,14 @@ def _cmd_data(args: argparse.Namespace) -> int:
         print(f"  {item['path']}: {item['reason']}")
     if args.write_split:
         print(f"split written to {args.write_split}")
+    return 0
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from .config import download_database
+
+    folder = download_database()  # raises DownloadError (a CXRError): one line, exit code 2
+    print(folder)
     return 0
 
 
@@ -318,15 +329,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", parser_class=_Parser)
 
+    p = sub.add_parser(
+        "download",
+        help=f"download the COVID-19 Radiography Database with kagglehub (about {DOWNLOAD_SIZE_MB} MB, once; "
+        "no Kaggle account needed)",
+        description="Download the COVID-19 Radiography Database (the pinned kagglehub handle, or "
+        "CXR_KAGGLE_HANDLE) into kagglehub's cache (KAGGLEHUB_CACHE, default ~/.cache/kagglehub), "
+        "where every command and chapter then finds it offline; print its folder. Nothing is "
+        "downloaded when it is already there. No Kaggle account is needed; where Kaggle refuses or "
+        "rate-limits anonymous downloads, set KAGGLE_API_TOKEN (or KAGGLE_USERNAME and KAGGLE_KEY).",
+    )
+    p.set_defaults(func=_cmd_download)
+
     p = sub.add_parser("data", help="scan a dataset folder and print its summary and split")
-    p.add_argument("data_dir", nargs="?", help="dataset folder (default: CXR_DATA_DIR, then kagglehub)")
+    p.add_argument("data_dir", nargs="?", help=f"dataset folder (default: {_DATA_DEFAULT})")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--write-split", metavar="FILE", help="write the split as CSV (path,class,split)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="split seed (default 0)")
     p.set_defaults(func=_cmd_data)
 
     p = sub.add_parser("train", help="train a ResNet into a run folder")
-    p.add_argument("--data", metavar="DIR", help="dataset folder (default: CXR_DATA_DIR, then kagglehub)")
+    p.add_argument("--data", metavar="DIR", help=f"dataset folder (default: {_DATA_DEFAULT})")
     p.add_argument("--out", metavar="RUN", required=True, help="run folder to create (or continue with --resume)")
     p.add_argument(
         "--preset",
@@ -356,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="metrics with 95%% intervals for a trained run")
     p.add_argument("run", help="run folder (uses its best.pt) or a checkpoint file")
-    p.add_argument("--data", metavar="DIR", help="dataset folder (default: CXR_DATA_DIR, then kagglehub)")
+    p.add_argument("--data", metavar="DIR", help=f"dataset folder (default: {_DATA_DEFAULT})")
     p.add_argument(
         "--split",
         choices=["test", "valid", "all"],
@@ -382,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("bench", help="print speed numbers (training throughput, loader overhead, explorer step)")
-    p.add_argument("--data", metavar="DIR", help="dataset folder (default: CXR_DATA_DIR, then kagglehub)")
+    p.add_argument("--data", metavar="DIR", help=f"dataset folder (default: {_DATA_DEFAULT})")
     p.add_argument("--json", action="store_true")
     p.add_argument("--img-size", type=_image_size, default=128)
     p.add_argument("--batch-size", type=_positive_int, default=32)

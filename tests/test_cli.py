@@ -156,10 +156,19 @@ class LongWork(AssertionError):
     pass
 
 
+#: Subcommands whose work is a download: run without arguments they state what they fetch
+#: (one line), then, with no network, fail with one line.
+DOWNLOADS = {"download"}
+
+
 @pytest.fixture
 def nothing_to_find(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No data anywhere (kagglehub is not asked), and whatever starts real work (a data
-    scan, a benchmark, a training) fails the test if reached."""
+    """No data anywhere (kagglehub's cache is not asked, and a download finds no network),
+    and whatever starts real work (a data scan, a benchmark, a training) fails the test if
+    reached."""
+    import kagglehub
+    import requests
+
     import cxrlib.bench
     import cxrlib.data
     import cxrlib.evaluate
@@ -167,6 +176,11 @@ def nothing_to_find(monkeypatch: pytest.MonkeyPatch) -> None:
     import cxrlib.train
 
     monkeypatch.setattr(config, "_kagglehub_path", lambda handle: None)
+
+    def no_network(handle: str, *args: object, **kwargs: object) -> str:
+        raise requests.ConnectionError("Failed to resolve 'api.kaggle.com'")
+
+    monkeypatch.setattr(kagglehub, "dataset_download", no_network)
 
     def refuse(what: str) -> Callable[..., object]:
         def started(*args: object, **kwargs: object) -> object:
@@ -189,7 +203,8 @@ def nothing_to_find(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_subcommands_found() -> None:
-    assert {"data", "train", "evaluate", "predict", "bench"} <= set(SUBCOMMANDS)
+    assert {"download", "data", "train", "evaluate", "predict", "bench"} <= set(SUBCOMMANDS)
+    assert DOWNLOADS <= set(SUBCOMMANDS)
     assert _cases(), "no bad values generated"
 
 
@@ -273,9 +288,16 @@ def test_unknown_arguments(argv: list[str], capsys: pytest.CaptureFixture[str], 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
 def test_subcommand_without_arguments(command: str, capsys: pytest.CaptureFixture[str], nothing_to_find: None) -> None:
     """A usage error (a required argument missing), or, for the subcommands that need none
-    (their data comes from CXR_DATA_DIR or kagglehub), the one-line "no data" error."""
+    (their data comes from CXR_DATA_DIR or kagglehub's cache), the one-line "no data" error;
+    a download states its size, then fails offline with one line that says what to do."""
     code, out, err = run(capsys, [command])
     assert code == 2 and out == "", err
+    if command in DOWNLOADS:
+        notice, err = err.split("\n", 1)
+        assert f"about {config.DOWNLOAD_SIZE_MB} MB" in notice and "No Kaggle account needed" in notice, notice
+        assert_one_line(err)
+        assert err.startswith("cxr: error: could not download") and "CXR_DATA_DIR" in err, err
+        return
     assert_one_line(err)
     usage_error = SUBCOMMANDS[command].prog in err and err.rstrip().endswith(f"(see cxr {command} --help)")
     assert usage_error or err.startswith("cxr: error: No chest X-ray data found"), err

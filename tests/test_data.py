@@ -1280,14 +1280,28 @@ def test_kagglehub_path_that_is_not_a_folder(tmp_path: Path, monkeypatch: pytest
         resolve_data_dir()
 
 
-def test_kagglehub_errors_mean_not_found(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kagglehub_lookup_never_downloads(monkeypatch: pytest.MonkeyPatch, isolated_env) -> None:
+    """Looking for the data reads kagglehub's cache only: a miss is "not here", never a
+    download (800 MB must not arrive as a side effect of a page's build note or `cxr data`)."""
     import kagglehub
 
-    def boom(handle: str, *args, **kwargs):
-        raise RuntimeError("401 Unauthorized")
+    calls: list[str] = []
 
-    monkeypatch.setattr(kagglehub, "dataset_download", boom)
+    def download(handle: str, *args, **kwargs):
+        calls.append(handle)
+        raise AssertionError("resolve_data_dir started a download")
+
+    monkeypatch.setattr(kagglehub, "dataset_download", download)
     assert config._kagglehub_path(config.KAGGLE_HANDLE) is None
+    with pytest.raises(DataNotFoundError, match="cxr download"):
+        resolve_data_dir()
+    # an unversioned handle cannot be found offline (only Kaggle knows its current version)
+    monkeypatch.setenv("CXR_KAGGLE_HANDLE", "tawsifurrahman/covid19-radiography-database")
+    assert config._kagglehub_path(config.kaggle_handle()) is None
+    assert config._kagglehub_path("not a handle") is None
+    with pytest.raises(DataNotFoundError):
+        resolve_data_dir()
+    assert calls == []
 
 
 def test_cache_dir_follows_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_env) -> None:
