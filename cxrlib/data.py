@@ -63,6 +63,7 @@ from typing import Any
 
 import imagehash
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -883,8 +884,6 @@ class CXRData:
 
     def frame(self) -> Any:
         """A pandas DataFrame with one row per image: path, class, split, size, mode."""
-        import pandas as pd
-
         return pd.DataFrame(
             {
                 "path": [r.path for r in self.records],

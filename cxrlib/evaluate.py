@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from PIL import Image
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from .checkpoint import LoadedModel, cpu_model, load_model, model_input, predict_images, run_data_dir
@@ -107,8 +109,6 @@ class Predictions:
 
     def to_frame(self) -> Any:
         """A pandas DataFrame: path, true, predicted, confidence, correct, one ``p_<class>`` per class."""
-        import pandas as pd
-
         frame = pd.DataFrame(
             {
                 "path": self.paths,
@@ -391,7 +391,6 @@ def _write_cams(
     method: str,
     batch_size: int,
 ) -> None:
-    from PIL import Image
 
     try:
         cam_dir.mkdir(parents=True, exist_ok=True)
@@ -468,8 +467,6 @@ def operating_point_table(op: dict[str, Any], digits: int = 3) -> Any:
     """:func:`operating_point` as a pandas table: one row per rule (the arg-max rule on
     test, the threshold on validation and on test), columns sensitivity, specificity,
     precision and the share flagged, as numbers rounded to ``digits``."""
-    import pandas as pd
-
     threshold = op["threshold"]
     rules = {
         "arg-max rule, test": op["test_argmax"],
@@ -724,8 +721,6 @@ def per_class_table(metrics: dict[str, Any], digits: int = 3) -> Any:
     """The per-class metrics of :func:`compute_metrics` as a pandas table to show: sensitivity
     and specificity each with its exact 95 % interval (``0.950 [0.887, 0.984]``), precision,
     F1 and AUC rounded to ``digits``, and the number of images of the class."""
-    import pandas as pd
-
     rows = {
         name: {
             "sensitivity [95% CI]": with_interval(m["sensitivity"], m["sensitivity_ci95"], digits),

@@ -37,11 +37,14 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
+import matplotlib
 import numpy as np
+import pandas as pd
 import torch
 from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
+from scipy.stats import spearmanr
 from torch import nn
 
 from .config import CXRError
@@ -287,8 +290,6 @@ def read_inside_shares(
 def overlay(image: Any, cam: np.ndarray, *, alpha: float = 0.45) -> np.ndarray:
     """An RGB float image (0..1): the gray X-ray (``uint8``, or floats in 0..1) with the CAM
     as a jet heatmap on top."""
-    import matplotlib
-
     gray = np.asarray(image, dtype=np.float32).squeeze()
     if np.asarray(image).dtype == np.uint8 or gray.max() > 1.5:
         gray = gray / 255.0
@@ -347,8 +348,6 @@ def agreement_table(maps: dict[str, np.ndarray], layer: str = "layer4", referenc
     each, for the same images and classes) against Grad-CAM's (``reference``, else
     ``maps["gradcam"]``): one row per method with the ``layer``, the mean Spearman rank
     correlation and the largest pixel difference, as :func:`read_agreement` reads them."""
-    import pandas as pd
-
     if reference is None:
         if "gradcam" not in maps:
             raise CXRError("agreement_table needs Grad-CAM's maps (a 'gradcam' entry or reference=)")
@@ -411,8 +410,6 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman rank correlation of two maps. A constant map carries no ranking, so it is
     0 against a non-constant one (nothing of the original ordering survives) and ``nan``
     when both are constant."""
-    from scipy.stats import spearmanr
-
     flat_a, flat_b = np.ptp(a) == 0, np.ptp(b) == 0
     if flat_a and flat_b:
         return float("nan")

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from IPython.display import Code
+from IPython.display import HTML, Code
 from torch import nn
 
 from .config import CXRError, get_settings, resolve_data_dir
@@ -141,8 +141,6 @@ def describe_build(config: TrainConfig | None = None) -> str:
 
 def build_note(config: TrainConfig | None = None) -> Any:
     """An HTML note (an admonition on the rendered page) saying how this page was built."""
-    from IPython.display import HTML
-
     config = config or chapter_config()
     name, size, counts = _data_folder()
     title, sentence = build_note_text(config, name, data_size=size, class_counts=counts)

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from scipy.optimize import minimize
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -662,8 +663,6 @@ def fit_class_offsets(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     bias part of "bias-corrected temperature scaling" (Alexandari, Kundaje and Shrikumar,
     ICML 2020); the temperature stays chapter 4's lesson.
     """
-    from scipy.optimize import minimize
-
     log_p = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0))
     labels = np.asarray(labels)
     rows = np.arange(len(labels))

@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from .checkpoint import load_model, model_input, predict_images
 from .config import CXRError
@@ -187,8 +189,6 @@ def region_table(
     the table refuses runs evaluated on different images, since their numbers would not
     be comparable.
     """
-    import pandas as pd
-
     rows: list[dict[str, Any]] = []
     reference: tuple[str, list[str]] | None = None
     for region, run in runs.items():
@@ -271,8 +271,6 @@ def region_pairs(
     """The full-image model against each other region's model on the same ``split``
     images, with McNemar's exact test (:func:`cxrlib.stats.mcnemar`): one row per region,
     with the images only one of the two got right, the p-value and a sentence."""
-    import pandas as pd
-
     if "full" not in runs:
         raise CXRError("region_pairs needs the full-image run (key 'full')")
     full = cached_predictions(runs["full"], data_dir, split=split)
@@ -449,8 +447,6 @@ def cam_inside(
 def inside_by_class(result: CamInside, *, n_resamples: int = 1000, seed: int = 0) -> Any:
     """Per true class: mean and median inside share, a percentile-bootstrap 95 % interval
     of the mean, the share of maps inside less than a uniform map would be, and ``n``."""
-    import pandas as pd
-
     rng = np.random.default_rng(seed)
     rows = []
     for cls, values in result.frame.groupby("true", sort=False)["inside"]:
@@ -603,9 +599,6 @@ def background_rule(
     """Fit :class:`BackgroundRule` for ``target`` on ``fit_split`` and measure it on
     ``test_split``. The feature is :func:`dark_share` outside the central-chest box: it
     reads no pixel of the lungs."""
-    import pandas as pd
-    from sklearn.metrics import roc_auc_score, roc_curve
-
     if target not in data.classes:
         raise CXRError(f"no class {target!r} in the data (classes: {', '.join(data.classes)})")
     for s in (fit_split, test_split):
@@ -649,8 +642,6 @@ def read_background_rules(rules: Mapping[str, BackgroundRule]) -> list[str]:
     classes *without* the separated ones: about 0.5 (within :data:`AUC_MARGIN`) means the
     separated class in "the rest" explains the low AUC; still below means the class's own
     films are less black than the others' too."""
-    from sklearn.metrics import roc_auc_score
-
     separated = [c for c, r in rules.items() if r.separates]
     below = {c: r.test_auc for c, r in rules.items() if r.test_auc < 0.5}
     out = [
@@ -712,8 +703,6 @@ def blackout_shift(
     images, everything outside the lung region is blacked out (``lungs-only``) or the lung
     region is (``hide-lungs``): a table of true class x predicted class shares, before
     and after."""
-    import pandas as pd
-
     if region == "full" or region not in REGIONS:
         raise CXRError(f"region must be hide-lungs or lungs-only, not {region!r}")
     pred = cached_predictions(run, data_dir, split=split)

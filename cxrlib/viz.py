@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
 
 from .config import CLASS_NAMES
 from .evaluate import roc_curves
@@ -35,9 +38,6 @@ def class_palette(classes: Sequence[str] = CLASS_NAMES) -> list[str]:
 
 def plot_class_counts(data: CXRData, *, ax: Any = None) -> Figure:
     """Stacked bars: images per class, split into train / valid / test."""
-    import pandas as pd
-    import seaborn as sns
-
     frame = data.frame()
     table = pd.crosstab(frame["class"], frame["split"]).reindex(index=data.classes, columns=["train", "valid", "test"])
     fig, ax = _figure(ax, figsize=(7, 3.2))
@@ -95,8 +95,6 @@ def plot_intensity_profile(data: CXRData, *, size: int = 64, ax: Any = None) -> 
     A class whose images have a very different background is separable without looking at
     any disease: a shortcut a network finds within one epoch.
     """
-    import seaborn as sns
-
     pixels = np.asarray(data.pixels(size, progress=False))
     labels = data.labels()
     black = dark_share(pixels)
@@ -164,8 +162,6 @@ def _show_gray(ax: Any, image: Any, title: str | None = None) -> None:
 
 def plot_augmentation_gallery(image: Any, augmentations: dict[str, Any], *, seed: int = 0) -> Figure:
     """The original image, then the image under each named augmentation alone."""
-    import torch
-
     names = ["original", *augmentations]
     cols = min(5, len(names))
     rows = int(np.ceil(len(names) / cols))
@@ -183,8 +179,6 @@ def plot_augmentation_gallery(image: Any, augmentations: dict[str, Any], *, seed
 
 def plot_random_augmentations(image: Any, transform: Any, *, n: int = 10, seed: int = 0, cols: int = 5) -> Figure:
     """``n`` random draws of a full training pipeline on one image (before normalization)."""
-    import torch
-
     rows = int(np.ceil(n / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.4 * rows), squeeze=False)
     with torch.random.fork_rng(devices=[]):  # the caller's random state is restored afterwards
@@ -234,8 +228,6 @@ def plot_history(history: list[dict[str, Any]], *, axes: Any = None) -> Figure:
 
 def plot_confusion_matrix(metrics: dict[str, Any], *, ax: Any = None, normalize: bool = False) -> Figure:
     """Heatmap of ``metrics["confusion_matrix"]`` (from :func:`cxrlib.evaluate.compute_metrics`)."""
-    import seaborn as sns
-
     cm = metrics["confusion_matrix"]
     matrix = np.asarray(cm["matrix"], dtype=float)
     if normalize:
@@ -379,8 +371,6 @@ def plot_sanity(images: Any, trained: Any, randomized: Any, spearman: Any, *, co
 def plot_inside_fraction(frame: Any, *, area: float, region: str = "central-chest box", ax: Any = None) -> Figure:
     """Per true class, the share of CAM energy inside the lung region (``frame`` columns
     ``true`` and ``inside``), with the share a uniform map would have."""
-    import seaborn as sns
-
     order = [c for c in CLASS_COLORS if c in set(frame["true"])]
     fig, ax = _figure(ax, figsize=(7, 3.2))
     sns.boxplot(
@@ -461,8 +451,6 @@ def plot_region_comparison(table: Any, *, ax: Any = None) -> Figure:
 def plot_dark_share(frame: Any, threshold: float | None = None, *, ax: Any = None) -> Figure:
     """Per class, the share of black pixels outside the chest box (``frame`` columns
     ``class`` and ``dark share``), with a rule's threshold if given."""
-    import seaborn as sns
-
     order = [c for c in CLASS_COLORS if c in set(frame["class"])]
     fig, ax = _figure(ax, figsize=(7, 3.0))
     sns.stripplot(

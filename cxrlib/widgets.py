@@ -43,8 +43,13 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+import ipywidgets as w
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
 
 from .checkpoint import LoadedModel, cpu_model, load_model, model_input, run_data_dir
 from .config import CXRError
@@ -269,9 +274,6 @@ class Explorer:
 
     def _figure(self) -> tuple[Figure, _StepArtists]:
         if self._fig is None:
-            from matplotlib.backends.backend_agg import FigureCanvasAgg
-            from matplotlib.figure import Figure
-
             fig = Figure(figsize=(9.0, 3.1), dpi=self.dpi)  # not a pyplot figure: never shown twice
             FigureCanvasAgg(fig)
             # fixed rectangles (left, bottom, width, height): no layout engine to run per step
@@ -319,8 +321,6 @@ class Explorer:
     def step(self, index: int | None, method: str | None = None) -> bytes:
         """One explorer step as JPEG bytes (what the widget shows): prediction lookup, CAM,
         drawing and encoding (JPEG encodes about ten times faster than PNG)."""
-        from PIL import Image
-
         fig = self.render(index, method)
         buf = io.BytesIO()
         rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3]  # type: ignore[attr-defined]
@@ -329,8 +329,6 @@ class Explorer:
 
     def static_figure(self, indices: list[int], method: str | None = None) -> Figure:
         """Several steps stacked in one (pyplot) figure, for a page without a kernel."""
-        import matplotlib.pyplot as plt
-
         method = method or self.method
         fig, axes = plt.subplots(
             len(indices),
@@ -387,8 +385,6 @@ class Explorer:
         each image's X-ray and CAM as small JPEGs, its probabilities as bars, and controls
         (true class, predicted class, right or wrong, previous/next, a slider) driven by
         inline JavaScript. It needs no kernel and no network."""
-        from PIL import Image
-
         method = method or self.method
         p = self.pred
         chosen = self.static_indices(limit) if indices is None else np.asarray(indices, dtype=int)
@@ -450,8 +446,6 @@ class Explorer:
 
     def widget(self) -> Any:
         """The interactive explorer (ipywidgets). Its controls are in :attr:`controls`."""
-        import ipywidgets as w
-
         classes = [
             self.pred.classes[c] for c in sorted(set(self.pred.present) | set(np.unique(self.pred.predicted).tolist()))
         ]
