@@ -24,8 +24,8 @@ no network), waits for its scripts and widgets, saves a full-page screenshot as
   Chapter 6's page must have one.
 
 Requests to other hosts are blocked and listed as notes (they are not problems: the book
-must not depend on them). Uses the DevTools protocol through ``websocket-client`` (a
-dependency of Jupyter Server), no browser download. Exit status: 0 when every page is
+must not depend on them). Drives Chromium with ``tests/cdp_browser.py`` (the DevTools
+protocol through ``websocket-client``, a dependency of Jupyter Server), no browser download. Exit status: 0 when every page is
 fine, 1 when a problem was found, 2 when the check could not run.
 """
 
@@ -37,17 +37,14 @@ import functools
 import http.server
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
+from cdp_browser import HEIGHT, WIDTH, Browser, changed_pixels, find_chromium, javascript_errors
+
 ROOT = Path(__file__).resolve().parent.parent
-WIDTH, HEIGHT = 1280, 900
 NARROW = 800  # px: the static explorer must fit a window this wide
 MAX_PAGE_BYTES = 8 * 1024 * 1024
 EXPLORER_PAGE = "chapters/06_explorer"
@@ -149,20 +146,6 @@ def page_weight(html: Path, page: str, image_sources: list[str]) -> int:
     return weight
 
 
-def changed_pixels(before: bytes, after: bytes) -> float:
-    """Share of pixels that differ between two PNG screenshots of the same area."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    a = np.asarray(Image.open(io.BytesIO(before)).convert("RGB"), dtype=np.int16)
-    b = np.asarray(Image.open(io.BytesIO(after)).convert("RGB"), dtype=np.int16)
-    if a.shape != b.shape:
-        return 1.0
-    return float((np.abs(a - b).max(axis=2) > 8).mean())
-
-
 def drive_explorer(browser: Browser, shots: Path) -> tuple[list[str], list[str]]:
     """Click through the page's static explorer; ``(problems, lines to print)``."""
     problems: list[str] = []
@@ -202,13 +185,8 @@ def drive_explorer(browser: Browser, shots: Path) -> tuple[list[str], list[str]]
         if share < 0.005:
             problems.append(f"static explorer: {label} did not change the shown image or bars")
         previous = after
-    for event in browser.events:
-        if event["method"] == "Runtime.exceptionThrown":
-            details = event["params"]["exceptionDetails"]
-            message = details.get("exception", {}).get("description") or details.get("text", "")
-            problems.append(f"static explorer: JavaScript exception: {message.splitlines()[0][:200]}")
-        elif event["method"] == "Runtime.consoleAPICalled" and event["params"].get("type") == "error":
-            problems.append("static explorer: a console error was logged")
+    errors, _ = javascript_errors(browser.events, log=False)
+    problems += [f"static explorer: {error}" for error in errors]
     # the same explorer, filters reset, in a narrow window
     browser.evaluate(
         "document.querySelectorAll('.cxr-explorer select[data-filter]').forEach(s => "
@@ -271,139 +249,6 @@ def serve(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
-# --------------------------------------------------------------------------- browser
-def find_chromium(explicit: str | None) -> str | None:
-    for candidate in [
-        explicit,
-        os.environ.get("CHROMIUM"),
-        "chromium",
-        "chromium-browser",
-        "google-chrome",
-        "google-chrome-stable",
-    ]:
-        if candidate and shutil.which(candidate):
-            return shutil.which(candidate)
-    return None
-
-
-class Browser:
-    """One headless Chromium with one tab, driven over the DevTools protocol."""
-
-    def __init__(self, executable: str, timeout: float = 30.0):
-        import websocket  # websocket-client
-
-        self.profile = tempfile.mkdtemp(prefix="cxr-chromium-")
-        self.proc = subprocess.Popen(
-            [
-                executable,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-extensions",
-                "--hide-scrollbars",
-                "--mute-audio",
-                "--remote-allow-origins=*",
-                f"--window-size={WIDTH},{HEIGHT}",
-                "--remote-debugging-port=0",
-                f"--user-data-dir={self.profile}",
-                "about:blank",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        port_file = Path(self.profile) / "DevToolsActivePort"
-        deadline = time.time() + timeout
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if time.time() > deadline or self.proc.poll() is not None:
-                self.close()
-                raise RuntimeError(f"Chromium did not start ({executable})")
-            time.sleep(0.1)
-        port = port_file.read_text().split()[0]
-        targets = []
-        while not targets:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
-                targets = [t for t in json.load(response) if t.get("type") == "page"]
-            if not targets:
-                if time.time() > deadline:
-                    raise RuntimeError("Chromium has no page to drive")
-                time.sleep(0.1)
-        self.ws = websocket.create_connection(
-            targets[0]["webSocketDebuggerUrl"], timeout=timeout, suppress_origin=True, enable_multithread=False
-        )
-        self.next_id = 0
-        self.events: list[dict] = []
-        self.origin = ""  # requests to other origins are blocked
-        self.blocked: list[str] = []
-
-    def send(self, method: str, **params: object) -> dict:
-        self.next_id += 1
-        call_id = self.next_id
-        self.ws.send(json.dumps({"id": call_id, "method": method, "params": params}))
-        while True:
-            message = json.loads(self.ws.recv())
-            if message.get("id") == call_id:
-                if "error" in message:
-                    raise RuntimeError(f"{method}: {message['error']}")
-                return message.get("result", {})
-            if "method" in message:
-                self.on_event(message)
-
-    def pump(self, seconds: float) -> None:
-        """Handle events for a while (requests to allow or block, exceptions)."""
-        end = time.time() + seconds
-        self.ws.settimeout(0.05)
-        try:
-            while time.time() < end:
-                try:
-                    message = json.loads(self.ws.recv())
-                except Exception:  # timeout: nothing arrived
-                    continue
-                if "method" in message:
-                    self.on_event(message)
-        finally:
-            self.ws.settimeout(30)
-
-    def on_event(self, message: dict) -> None:
-        self.events.append(message)
-        if message["method"] == "Fetch.requestPaused":
-            params = message["params"]
-            url = params["request"]["url"]
-            if url.startswith(self.origin) or url.startswith("data:") or url.startswith("blob:"):
-                self._reply("Fetch.continueRequest", requestId=params["requestId"])
-            else:
-                self.blocked.append(url)
-                self._reply("Fetch.failRequest", requestId=params["requestId"], errorReason="BlockedByClient")
-
-    def _reply(self, method: str, **params: object) -> None:
-        # Fire and forget: the answer (matched by id) is skipped by send()/pump().
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-
-    def evaluate(self, expression: str) -> object:
-        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        if "exceptionDetails" in result:
-            raise RuntimeError(f"probe failed: {result['exceptionDetails'].get('text')}")
-        return result["result"].get("value")
-
-    def close(self) -> None:
-        try:
-            self.ws.close()
-        except Exception:
-            pass
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        shutil.rmtree(self.profile, ignore_errors=True)
-
-
 # --------------------------------------------------------------------------- check
 def local_paths() -> list[str]:
     """Absolute paths of this machine that a page must never show: the repository, the
@@ -457,11 +302,8 @@ def check_page(browser: Browser, url: str, shot: Path, wait: float) -> tuple[lis
     for prefix in local_paths():
         if prefix in info["text"]:
             problems.append(f"an absolute local path is shown on the page: {prefix}")
-    for event in browser.events:
-        if event["method"] == "Runtime.exceptionThrown":
-            details = event["params"]["exceptionDetails"]
-            message = details.get("exception", {}).get("description") or details.get("text", "")
-            problems.append(f"JavaScript exception: {message.splitlines()[0][:200]}")
+    errors, _ = javascript_errors(browser.events, console=False, log=False)
+    problems += errors
 
     # Full page: make the viewport as tall as the page, let it lay out again, capture it.
     # (captureBeyondViewport shifts this theme's layout sideways.)

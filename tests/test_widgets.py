@@ -14,7 +14,7 @@ from cxrlib.evaluate import Predictions
 from cxrlib.models import build_model
 from cxrlib.recipe import TrainConfig
 from cxrlib.transforms import Normalization, Preprocessing
-from cxrlib.widgets import Explorer
+from cxrlib.widgets import NO_FILTER, Explorer
 
 from conftest import pattern
 from tinyrun import tiny_run
@@ -23,14 +23,16 @@ CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
 
 # six images: true labels, and probabilities whose arg-max and confidence are known
 LABELS = np.array([0, 0, 1, 2, 3, 3])
-PROBS = np.array([
-    [0.90, 0.05, 0.03, 0.02],  # COVID right, 0.90
-    [0.20, 0.10, 0.60, 0.10],  # COVID -> Normal, wrong, 0.60
-    [0.10, 0.70, 0.10, 0.10],  # Lung_Opacity right, 0.70
-    [0.40, 0.10, 0.45, 0.05],  # Normal right, 0.45
-    [0.30, 0.30, 0.05, 0.35],  # Viral Pneumonia right, 0.35
-    [0.50, 0.20, 0.20, 0.10],  # Viral Pneumonia -> COVID, wrong, 0.50
-])  # fmt: skip
+PROBS = np.array(
+    [
+        [0.90, 0.05, 0.03, 0.02],  # COVID right, 0.90
+        [0.20, 0.10, 0.60, 0.10],  # COVID -> Normal, wrong, 0.60
+        [0.10, 0.70, 0.10, 0.10],  # Lung_Opacity right, 0.70
+        [0.40, 0.10, 0.45, 0.05],  # Normal right, 0.45
+        [0.30, 0.30, 0.05, 0.35],  # Viral Pneumonia right, 0.35
+        [0.50, 0.20, 0.20, 0.10],  # Viral Pneumonia -> COVID, wrong, 0.50
+    ]
+)
 
 
 @pytest.fixture
@@ -118,6 +120,33 @@ def test_widget_headless(explorer: Explorer) -> None:
     c["correct"].value = None
     c["confidence"].value = (0.4, 0.5)
     assert explorer.selection.tolist() == [3]
+
+
+def test_widget_filters_show_their_choice(explorer: Explorer) -> None:
+    """The choices "any" and "all" show as chosen: ipywidgets shows a blank for the value None."""
+    explorer.widget()
+    c = explorer.controls
+    assert (c["true"].label, c["predicted"].label, c["correct"].label) == ("any", "any", "all")
+    c["true"].value = "COVID"
+    c["correct"].value = False
+    assert explorer.selection.tolist() == [1]
+    c["true"].value = NO_FILTER  # back to "any": still shown, and no filter again
+    c["correct"].value = NO_FILTER
+    assert (c["true"].label, c["correct"].label) == ("any", "all") and len(explorer.selection) == 6
+
+
+def test_widget_keeps_its_filters_when_code_selects(explorer: Explorer) -> None:
+    """A later cell's explorer.select(...) does not change what the widget steps through:
+    its controls still say "any", so *next* goes to the second of all six images."""
+    explorer.widget()
+    c = explorer.controls
+    first = bytes(c["image"].value)
+    assert explorer.select(correct=False).tolist() == [1, 5]  # as chapter 6's exercise does
+    c["next"].click()
+    assert c["info"].value == "image 2 of 6 matching" and c["position"].max == 5
+    assert bytes(c["image"].value) == explorer.step(1) != first  # image 1, not image 5
+    c["next"].click()
+    assert c["info"].value == "image 3 of 6 matching"
 
 
 def test_static_figure(explorer: Explorer) -> None:
