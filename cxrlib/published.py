@@ -47,7 +47,7 @@ from .config import CXRError, downloads_enabled, runs_url
 FORMAT = 1
 
 #: The files of a published run: the weights, the configuration and outcome, the learning
-#: curves (chapter 3 draws them, :func:`cxrlib.train.describe_outcome` reads them) and the split.
+#: curves (chapter 3 draws them, :func:`cxrlib.runs.describe_outcome` reads them) and the split.
 PUBLISHED_FILES = ("best.pt", "config.json", "history.json", "split.csv")
 
 MANIFEST = "manifest.json"
