@@ -198,9 +198,8 @@ def manual_gradcam(model: nn.Module, image: torch.Tensor, target_class: int) -> 
     weights = gradients.mean(dim=(1, 2))  # one number per channel
     weighted = (weights[:, None, None] * activations).sum(dim=0)
     relu = weighted.clamp_min(0)
-    up = torch.nn.functional.interpolate(relu[None, None], size=image.shape[-2:], mode="bilinear", align_corners=False)[
-        0, 0
-    ]
+    up = torch.nn.functional.interpolate(relu[None, None], size=image.shape[-2:], mode="bilinear", align_corners=False)
+    up = up[0, 0]  # back from (1, 1, H, W)
     up = up - up.min()
     up = up / (up.max() + 1e-7)
     return {
