@@ -3,7 +3,8 @@ returns it, so chapters stay one line per figure and tests can inspect the resul
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
@@ -30,6 +31,19 @@ CLASS_COLORS: dict[str, str] = {
     "Normal": "#2ca02c",
     "Viral Pneumonia": "#1f77b4",
 }
+
+
+@contextlib.contextmanager
+def seeded_jitter(seed: int = 0) -> Iterator[None]:
+    """Seed NumPy's global generator for the block and restore the caller's state after it.
+    seaborn's strip plots jitter their dots with that generator, which a kernel starts in a
+    random state: without this, each build of a page would scatter the dots differently."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def class_palette(classes: Sequence[str] = CLASS_NAMES) -> list[str]:
@@ -385,7 +399,8 @@ def plot_inside_fraction(frame: Any, *, area: float, region: str = "central-ches
         fliersize=0,
         legend=False,
     )
-    sns.stripplot(data=frame, x="inside", y="true", order=order, color="black", size=2.5, alpha=0.5, ax=ax)
+    with seeded_jitter():
+        sns.stripplot(data=frame, x="inside", y="true", order=order, color="black", size=2.5, alpha=0.5, ax=ax)
     ax.axvline(area, linestyle="--", color="gray")
     ax.text(area, -0.6, f" uniform map: {area:.0%}", color="gray", fontsize=8, va="bottom")
     ax.set_xlim(0, 1)
@@ -453,20 +468,21 @@ def plot_dark_share(frame: Any, threshold: float | None = None, *, ax: Any = Non
     ``class`` and ``dark share``), with a rule's threshold if given."""
     order = [c for c in CLASS_COLORS if c in set(frame["class"])]
     fig, ax = _figure(ax, figsize=(7, 3.0))
-    sns.stripplot(
-        data=frame,
-        x="dark share",
-        y="class",
-        order=order,
-        hue="class",
-        hue_order=order,
-        palette=class_palette(order),
-        size=2.5,
-        alpha=0.6,
-        jitter=0.3,
-        ax=ax,
-        legend=False,
-    )
+    with seeded_jitter():
+        sns.stripplot(
+            data=frame,
+            x="dark share",
+            y="class",
+            order=order,
+            hue="class",
+            hue_order=order,
+            palette=class_palette(order),
+            size=2.5,
+            alpha=0.6,
+            jitter=0.3,
+            ax=ax,
+            legend=False,
+        )
     if threshold is not None:
         ax.axvline(threshold, linestyle="--", color="black")
         ax.text(threshold, -0.6, f" threshold {threshold:.2f}", fontsize=8, va="bottom")
