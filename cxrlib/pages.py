@@ -32,7 +32,6 @@ from .data import CXRData, scan
 from .models import NARROW, PretrainedUnavailableError, build_model, n_weights
 from .recipe import TrainConfig, preset
 from .runs import ensure_run
-from .stats import with_interval as with_interval  # the book pastes intervals as pages.with_interval
 from .transforms import IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD
 from .trust import naive_split_leakage
 

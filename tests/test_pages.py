@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cxrlib import pages
+from cxrlib import pages, stats
 from cxrlib.config import CXRError
 from cxrlib.data import CXRData
 from cxrlib.models import build_model
@@ -87,7 +87,7 @@ def test_build_note_says_mode_recipe_and_data() -> None:
     assert "at most 60 images per class (40 validation and 40 test images in all, 10 per class)" in sentence
     title, sentence = pages.build_note_text(preset("cpu"), None)
     assert title == "Full mode" and "22 epochs of 2,000 images" in sentence and "160-px" in sentence
-    assert pages.with_interval(0.95, (0.9236, 0.9691)) == "0.950 [0.924, 0.969]"
+    assert stats.with_interval(0.95, (0.9236, 0.9691)) == "0.950 [0.924, 0.969]"
 
 
 def test_fast_split_sizes_say_per_class_only_what_the_split_gives() -> None:
