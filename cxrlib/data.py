@@ -72,7 +72,7 @@ from tqdm.auto import tqdm
 
 from .config import CLASS_NAMES, CXRError, Settings, cache_dir, get_settings, resolve_data_dir
 from .imaging import UnreadableImageError, decode, is_image_file, read_gray, resize_gray
-from .regions import REGIONS, apply_region, chest_boxes, inside_mask, read_mask
+from .regions import REGIONS, apply_region, lung_region, read_mask
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 
@@ -933,12 +933,10 @@ class CXRData:
         source = source or self.region_source
         if source not in ("masks", "chest box"):
             raise CXRError(f"unknown lung region source {source!r}; choose masks or chest box")
-        if source == "masks":
-            masks = self.masks(size, progress=progress)
-            if masks is None:
-                raise CXRError(f"{self.root} has no lung masks")
-            return inside_mask(masks)
-        return chest_boxes(len(self.records), size)
+        masks = self.masks(size, progress=progress) if source == "masks" else None
+        if source == "masks" and masks is None:
+            raise CXRError(f"{self.root} has no lung masks")
+        return lung_region(masks, len(self.records), size)
 
     def dataset(
         self,

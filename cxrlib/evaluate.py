@@ -199,10 +199,7 @@ def predict_split(
             notes.append("this is not the data folder the model was trained on: a fresh split was made")
         data = CXRData.load(
             root,
-            fast=cfg.fast_subset,
-            seed=cfg.split_seed,
-            valid_size=cfg.valid_size,
-            test_size=cfg.test_size,
+            **cfg.split_options(),
             split_file=split_file if same else None,
             progress=progress,
         )

@@ -296,7 +296,7 @@ def fetch_published_run(
             "turns downloads off; training instead."
         )
         return None
-    base = (base_url or runs_url()).rstrip("/") + "/"
+    base = runs_url() if base_url is None else base_url.rstrip("/") + "/"
     if urllib.parse.urlsplit(base).scheme not in ("http", "https"):
         say(f"published run {name} not used: {base} is not an http(s) address; training instead.")
         return None

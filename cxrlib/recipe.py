@@ -77,6 +77,16 @@ class TrainConfig:
         values["augment"] = AugmentConfig.from_dict(values.get("augment", {}))
         return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
 
+    def split_options(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`cxrlib.data.CXRData.load` that fix this run's split
+        (training makes it with them; evaluation remakes it with them for another folder)."""
+        return {
+            "fast": self.fast_subset,
+            "seed": self.split_seed,
+            "valid_size": self.valid_size,
+            "test_size": self.test_size,
+        }
+
     def validate(self) -> None:
         if self.arch not in ARCHITECTURES:
             raise CXRError(f"unknown architecture {self.arch!r}; choose from {', '.join(ARCHITECTURES)}")

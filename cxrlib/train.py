@@ -534,10 +534,7 @@ def _load_split(
     split_file = run_dir / "split.csv"
     data = CXRData.load(
         data_dir,
-        fast=config.fast_subset,
-        seed=config.split_seed,
-        valid_size=config.valid_size,
-        test_size=config.test_size,
+        **config.split_options(),
         split_file=split_file if (resume or not main_process) else None,
         progress=progress and main_process,
     )

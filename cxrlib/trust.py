@@ -76,6 +76,11 @@ SEPARATED_AUC = 0.9
 AUC_MARGIN = 0.05
 
 
+def _classes_or_none(names: Iterable[str]) -> str:
+    """Class names (or readings) joined for a sentence, or "no class" when there are none."""
+    return ", ".join(names) or "no class"
+
+
 def describe_region_source(source: str) -> str:
     """What the lung region of a run is (``source``: ``masks`` or ``chest box``, as
     :attr:`cxrlib.data.CXRData.region_source` says), as a sentence for a page to print."""
@@ -243,9 +248,9 @@ def read_region_table(table: Any, chance: float) -> list[str]:
         lost = [m.removeprefix("sensitivity ") for m, lo in zip(sens["measure"], sens["low"]) if lo <= chance]
         out.append(
             "With the lungs hidden, still recognised above chance: "
-            + (", ".join(kept) or "no class")
+            + _classes_or_none(kept)
             + "; not clearly above chance: "
-            + (", ".join(lost) or "no class")
+            + _classes_or_none(lost)
             + "."
         )
         changes = sorted(
@@ -500,9 +505,9 @@ def read_inside(result: CamInside, by_class: Any) -> list[str]:
     above = [c for c, row in by_class.iterrows() if row["low"] > result.area]
     out.append(
         "Mean inside share below the uniform map's, whole interval: "
-        + (", ".join(below) or "no class")
+        + _classes_or_none(below)
         + "; above it: "
-        + (", ".join(above) or "no class")
+        + _classes_or_none(above)
         + "."
     )
     inside = result.frame["inside"].dropna()
@@ -645,11 +650,9 @@ def read_background_rules(rules: Mapping[str, BackgroundRule]) -> list[str]:
     separated = [c for c, r in rules.items() if r.separates]
     below = {c: r.test_auc for c, r in rules.items() if r.test_auc < 0.5}
     out = [
-        f"Separated by the black background (test AUC >= {SEPARATED_AUC:g}): "
-        + (", ".join(separated) or "no class")
-        + ".",
+        f"Separated by the black background (test AUC >= {SEPARATED_AUC:g}): " + _classes_or_none(separated) + ".",
         "Test AUC below 0.5 (the rest is blacker): "
-        + (", ".join(f"{c} {auc:.3f}" for c, auc in below.items()) or "no class")
+        + _classes_or_none(f"{c} {auc:.3f}" for c, auc in below.items())
         + ".",
     ]
     if not below or not separated:

@@ -41,7 +41,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ipywidgets as w
 import matplotlib.pyplot as plt
@@ -56,10 +56,6 @@ from .config import CXRError
 from .evaluate import Predictions, cached_predictions, predict_split
 from .explain import CAM_METHODS, CamExplainer, overlay
 from .viz import CLASS_COLORS
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
 
 #: Intra-op threads for one image's CAM. One image is too little work to share: with two
 #: threads, each of the network's many small operations ends at a barrier, and when anything
@@ -456,20 +452,14 @@ class Explorer:
         label = {"description_width": "initial"}  # labels in full, not cut to the default 90 px
         # "No filter" is the value NO_FILTER, not None: ipywidgets takes the value None for "no
         # option chosen" and would show a blank dropdown and no active button.
-        c["true"] = w.Dropdown(
-            options=[("any", NO_FILTER)] + [(k, k) for k in classes],
-            value=NO_FILTER,
-            description="true class",
-            style=label,
-            layout=w.Layout(width="230px"),
-        )
-        c["predicted"] = w.Dropdown(
-            options=[("any", NO_FILTER)] + [(k, k) for k in classes],
-            value=NO_FILTER,
-            description="predicted",
-            style=label,
-            layout=w.Layout(width="230px"),
-        )
+        for name, description in (("true", "true class"), ("predicted", "predicted")):
+            c[name] = w.Dropdown(
+                options=[("any", NO_FILTER)] + [(k, k) for k in classes],
+                value=NO_FILTER,
+                description=description,
+                style=label,
+                layout=w.Layout(width="230px"),
+            )
         c["correct"] = w.ToggleButtons(
             options=[("all", NO_FILTER), ("right", True), ("wrong", False)],
             value=NO_FILTER,
@@ -506,7 +496,7 @@ class Explorer:
 
         def wanted(name: str) -> Any:
             value = c[name].value
-            return None if value is None or value == NO_FILTER else value
+            return None if value == NO_FILTER else value
 
         def refilter(_change: Any = None) -> None:
             shown["selection"] = self.select(

@@ -32,7 +32,6 @@ fine, 1 when a problem was found, 2 when the check could not run.
 from __future__ import annotations
 
 import argparse
-import base64
 import functools
 import http.server
 import json
@@ -156,14 +155,7 @@ def drive_explorer(browser: Browser, shots: Path) -> tuple[list[str], list[str]]
     def capture(name: str) -> tuple[bytes, dict]:
         box = json.loads(browser.evaluate(EXPLORER_BOX))
         browser.pump(0.3)  # let the swapped images decode and the layout settle
-        clip = {
-            "x": box["x"],
-            "y": box["y"],
-            "width": max(box["width"], 1),
-            "height": max(box["height"], 1),
-            "scale": 1,
-        }
-        data = base64.b64decode(browser.send("Page.captureScreenshot", format="png", clip=clip)["data"])
+        data = browser.screenshot(box)
         (shots / f"{name}.png").write_bytes(data)
         return data, box
 
@@ -192,7 +184,7 @@ def drive_explorer(browser: Browser, shots: Path) -> tuple[list[str], list[str]]
         "document.querySelectorAll('.cxr-explorer select[data-filter]').forEach(s => "
         "{ s.value = ''; s.dispatchEvent(new Event('change')); })"
     )
-    browser.send("Emulation.setDeviceMetricsOverride", width=NARROW, height=HEIGHT, deviceScaleFactor=1, mobile=False)
+    browser.set_window(NARROW, HEIGHT)
     browser.pump(0.5)
     _, box = capture(f"explorer-at-{NARROW}px")
     if box["overflow"]:
@@ -201,7 +193,7 @@ def drive_explorer(browser: Browser, shots: Path) -> tuple[list[str], list[str]]
         f"explorer: at {NARROW} px wide: {box['width']:.0f} x {box['height']:.0f} px, "
         f"{'overflows' if box['overflow'] else 'fits'}"
     )
-    browser.send("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False)
+    browser.set_window(WIDTH, HEIGHT)
     browser.pump(0.3)
     return problems, lines
 
@@ -309,11 +301,10 @@ def check_page(browser: Browser, url: str, shot: Path, wait: float) -> tuple[lis
     # (captureBeyondViewport shifts this theme's layout sideways.)
     height = min(max(int(info["height"]), HEIGHT), MAX_SHOT_HEIGHT)
     shot.parent.mkdir(parents=True, exist_ok=True)
-    browser.send("Emulation.setDeviceMetricsOverride", width=WIDTH, height=height, deviceScaleFactor=1, mobile=False)
+    browser.set_window(WIDTH, height)
     browser.pump(0.5)
-    data = browser.send("Page.captureScreenshot", format="png")
-    browser.send("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False)
-    shot.write_bytes(base64.b64decode(data["data"]))
+    shot.write_bytes(browser.screenshot())
+    browser.set_window(WIDTH, HEIGHT)
     summary = {
         "explorer": bool(browser.evaluate("!!document.querySelector('.cxr-explorer')")),
         "sources": [i["src"] for i in info["images"]],
@@ -367,9 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         browser.send("Page.enable")
         browser.send("Runtime.enable")
-        browser.send(
-            "Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False
-        )
+        browser.set_window(WIDTH, HEIGHT)
         browser.send("Fetch.enable", patterns=[{"urlPattern": "*"}])
         for page in pages:
             if not (html / f"{page}.html").exists():

@@ -64,6 +64,27 @@ def process_table(proc: Path = Path("/proc")) -> Iterator[tuple[int, int, int]]:
             yield int(stat.parent.name), int(fields[1]), int(fields[2])
 
 
+def kill_pids(pids: list[int]) -> None:
+    """SIGKILL each process of ``pids`` that is still there (one already gone is fine)."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """End ``proc`` if it still runs: SIGTERM, then SIGKILL after ``grace`` seconds."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(grace)
+
+
 def end_group(pgid: int, grace: float = 5.0) -> None:
     """Wait up to ``grace`` seconds for the processes of group ``pgid`` (one this module
     started, in its own session) to end, then end those left, one by one by their id."""
@@ -73,11 +94,7 @@ def end_group(pgid: int, grace: float = 5.0) -> None:
         if not left:
             return
         if time.time() > deadline:
-            for pid in left:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+            kill_pids(left)
             return
         time.sleep(0.1)
 
@@ -277,12 +294,6 @@ class Browser:
                 ws.close()
             except Exception:
                 pass
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
         end_group(self.proc.pid)  # helpers (network service, renderers) write into the profile until they end
         shutil.rmtree(self.profile, ignore_errors=True)

@@ -58,7 +58,9 @@ from cdp_browser import (
     end_group,
     find_chromium,
     javascript_errors,
+    kill_pids,
     process_table,
+    stop_process,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -278,18 +280,9 @@ def stop_lab(lab: Lab) -> None:
         try:
             lab.proc.wait(20)
         except subprocess.TimeoutExpired:
-            lab.proc.terminate()
-            try:
-                lab.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                lab.proc.kill()
-                lab.proc.wait(10)
+            stop_process(lab.proc)
     end_group(lab.proc.pid)  # anything else the server started in its session
-    for pid in sorted(lab.kernels):
-        try:
-            os.kill(pid, signal.SIGKILL)  # only if it is still there: the shutdown ends kernels
-        except (ProcessLookupError, PermissionError):
-            pass
+    kill_pids(sorted(lab.kernels))  # only those still there: the shutdown ends kernels
 
 
 # --------------------------------------------------------------------------- page scripts
@@ -648,10 +641,7 @@ def main(argv: list[str] | None = None) -> int:
     home = Path(tempfile.mkdtemp(prefix="cxr-lab-check-"))
     try:
         problems, notes = run_check(args, home)
-    except CheckError as err:
-        print(f"lab check: could not run: {err}", file=sys.stderr)
-        return 2
-    except RuntimeError as err:  # JupyterLab or Chromium would not start
+    except (CheckError, RuntimeError) as err:  # RuntimeError: JupyterLab or Chromium would not start
         print(f"lab check: could not run: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # the browser connection broke, a probe found no page: one line, no traceback

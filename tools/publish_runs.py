@@ -28,7 +28,7 @@ from pathlib import Path
 from cxrlib.config import CXRError
 from cxrlib.data import data_fingerprint
 from cxrlib.pages import chapter_config
-from cxrlib.published import file_digest, run_key, write_published_run
+from cxrlib.published import run_key, verify_published_run, write_published_run
 from cxrlib.regions import REGIONS
 
 
@@ -59,7 +59,10 @@ def publish(runs_dir: Path, html_dir: Path, name: str, data_dir: str | None = No
         raise CXRError(f"cannot list the data folder of {name}: {err.strerror or err}") from None
     key = run_key(config, data_version)
     target = write_published_run(run_dir, html_dir, name, key)
-    size = sum(file_digest(p)["bytes"] for p in target.iterdir())
+    problem = verify_published_run(target)  # what readers will check, checked before it is deployed
+    if problem:
+        raise CXRError(f"the published copy of {name} does not match its manifest: {problem}")
+    size = sum(p.stat().st_size for p in target.iterdir())
     return f"published {name}: key {key}, {size / 1e6:.1f} MB in {target}"
 
 
