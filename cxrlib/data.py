@@ -910,33 +910,50 @@ class CXRData:
         write_split_csv(path, self.records, self.split.assignment)
 
     # -- pixels
-    def pixels(self, size: int | None = None, *, progress: bool = True) -> np.ndarray:
-        """All images at ``size`` px (default: the mode's size), from the cache."""
-        return PixelCache(self.root, self.records, size or self.settings.img_size).load(progress=progress)
+    def pixels(
+        self, size: int | None = None, *, indices: Sequence[int] | None = None, progress: bool = True
+    ) -> np.ndarray:
+        """All images at ``size`` px (default: the mode's size), from the cache; with
+        ``indices``, only those images, in that order (a cache of their own)."""
+        return PixelCache(self.root, self._subset(indices), size or self.settings.img_size).load(progress=progress)
 
-    def masks(self, size: int | None = None, *, progress: bool = True) -> np.ndarray | None:
-        """Lung masks at ``size`` px, or ``None`` when the data has none."""
+    def masks(
+        self, size: int | None = None, *, indices: Sequence[int] | None = None, progress: bool = True
+    ) -> np.ndarray | None:
+        """Lung masks at ``size`` px (with ``indices``: of those images), or ``None`` when the
+        data has none."""
         if not self.has_masks:
             return None
-        return PixelCache(self.root, self.records, size or self.settings.img_size, kind="masks").load(progress=progress)
+        records = self._subset(indices)
+        return PixelCache(self.root, records, size or self.settings.img_size, kind="masks").load(progress=progress)
+
+    def _subset(self, indices: Sequence[int] | None) -> list[ImageRecord]:
+        return list(self.records) if indices is None else [self.records[int(i)] for i in indices]
 
     @property
     def region_source(self) -> str:
         """Where :meth:`lung_regions` come from: ``masks`` or ``chest box``."""
         return "masks" if self.has_masks else "chest box"
 
-    def lung_regions(self, size: int | None = None, *, source: str | None = None, progress: bool = True) -> np.ndarray:
-        """Boolean lung regions at ``size`` px, ``(n, size, size)``: the data's masks, or
-        :func:`central_chest_box` (a read-only view repeating one box) when the data has no
-        masks or ``source="chest box"`` asks for the box."""
+    def lung_regions(
+        self,
+        size: int | None = None,
+        *,
+        source: str | None = None,
+        indices: Sequence[int] | None = None,
+        progress: bool = True,
+    ) -> np.ndarray:
+        """Boolean lung regions at ``size`` px, ``(n, size, size)`` (with ``indices``: of those
+        images): the data's masks, or :func:`central_chest_box` (a read-only view repeating
+        one box) when the data has no masks or ``source="chest box"`` asks for the box."""
         size = size or self.settings.img_size
         source = source or self.region_source
         if source not in ("masks", "chest box"):
             raise CXRError(f"unknown lung region source {source!r}; choose masks or chest box")
-        masks = self.masks(size, progress=progress) if source == "masks" else None
+        masks = self.masks(size, indices=indices, progress=progress) if source == "masks" else None
         if source == "masks" and masks is None:
             raise CXRError(f"{self.root} has no lung masks")
-        return lung_region(masks, len(self.records), size)
+        return lung_region(masks, len(self._subset(indices)), size)
 
     def dataset(
         self,

@@ -260,6 +260,7 @@ class _Run:
     epoch_images: int
     share_weights: dict[int, float]
     planned: dict[str, int]
+    data: CXRData
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 0
     best_auc: float = -1.0
@@ -335,8 +336,13 @@ def train(
             say(f"early stopping: no better validation macro AUC for {config.patience} epochs")
             break
     epochs_bar.close()
-    if run.main_process and config.class_offsets and run.best_epoch >= 0:
-        run.best_metrics = _fold_class_offsets(run.run_dir, run.valid_loader, run.dev, say)
+    if run.main_process and run.best_epoch >= 0:
+        valid_loader = run.valid_loader
+        if config.eval_img_size != config.img_size:
+            valid_loader = _valid_loader(run, config.eval_img_size)
+            run.best_metrics = _set_eval_size(run.run_dir, config.eval_img_size, valid_loader, run.dev, say)
+        if config.class_offsets:
+            run.best_metrics = _fold_class_offsets(run.run_dir, valid_loader, run.dev, say)
     if run.main_process:
         _record_outcome(run.run_dir, stopped, run.history, run.planned, time.monotonic() - started)
     if run.world > 1:
@@ -488,6 +494,7 @@ def _setup(
         epoch_images,
         share_weights,
         planned,
+        data,
     )
 
     if resume:
@@ -646,6 +653,68 @@ def _save_epoch(run: _Run, epoch: int, entry: dict[str, Any], improved: bool) ->
         )
     save_checkpoint(ckpt, run.run_dir / "last.pt")
     write_json(run.run_dir / "history.json", run.history)
+
+
+def _valid_loader(run: _Run, size: int) -> DataLoader:
+    """The validation split at another size than training's, from a pixel cache of its own
+    (only these images: on the whole database, a second cache of every image would cost
+    minutes of the training budget)."""
+    data, config = run.data, run.config
+    valid_idx = data.indices("valid")
+    pixels = data.pixels(size, indices=valid_idx, progress=False)
+    regions = None
+    if config.region != "full":
+        regions = data.lung_regions(size, indices=valid_idx, progress=False)
+    valid_set = CXRDataset(
+        pixels,
+        data.labels()[valid_idx],
+        transform=eval_transform(run.preprocessing.normalization),
+        classes=run.classes,
+        region=config.region,
+        lung_regions=regions,
+    )
+    return DataLoader(valid_set, batch_size=max(64, config.batch_size), shuffle=False, num_workers=config.workers)
+
+
+def _set_eval_size(
+    run_dir: Path, size: int, valid_loader: DataLoader, dev: torch.device, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Make ``best.pt`` predict at ``size`` px (its preprocessing's ``img_size``, which every
+    prediction path reads) and say so, with the validation accuracy at both sizes, in
+    ``best.pt`` and ``config.json``. Returns the new best metrics."""
+    best = load_checkpoint(run_dir / "best.pt")
+    if "eval_size" in best:  # a resumed run that had finished: already set
+        return dict(best["metrics"])
+    loaded = model_from_checkpoint(best, device=dev)
+    probs, valid_labels = predict_proba(loaded.model, valid_loader, dev)
+    after = basic_metrics(probs, valid_labels)
+    trained = int(best["preprocessing"]["img_size"])
+    record = {
+        "trained_img_size": trained,
+        "eval_img_size": size,
+        "valid_accuracy_trained_size": best["metrics"].get("valid_accuracy"),
+        "valid_accuracy_eval_size": after["accuracy"],
+    }
+    metrics = {**best["metrics"], "valid_accuracy": after["accuracy"], "valid_macro_auc": after["macro_auc"]}
+    preprocessing = {**best["preprocessing"], "img_size": size}
+    save_checkpoint(
+        {**best, "preprocessing": preprocessing, "metrics": metrics, "eval_size": record}, run_dir / "best.pt"
+    )
+    config_path = run_dir / "config.json"
+    saved = json.loads(config_path.read_text())
+    write_json(config_path, {**saved, "preprocessing": preprocessing, "eval_size": record})
+    say(f"predicting at {describe_eval_size(record)}")
+    return metrics
+
+
+def describe_eval_size(record: dict[str, Any]) -> str:
+    """One phrase on a run's prediction size (``config.json``'s ``eval_size``)."""
+    before = record["valid_accuracy_trained_size"]
+    return (
+        f"{record['eval_img_size']} px, trained at {record['trained_img_size']} px: validation accuracy "
+        f"{before:.3f} at {record['trained_img_size']} px, {record['valid_accuracy_eval_size']:.3f} "
+        f"at {record['eval_img_size']} px."
+    )
 
 
 def fit_class_offsets(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -408,6 +408,38 @@ def test_class_offsets_are_folded_into_best_pt(tiny_data: Path, tmp_path: Path) 
         )
 
 
+@pytest.mark.parametrize("region", ["full", "hide-lungs"])
+def test_eval_size_is_set_in_best_pt_before_the_offsets(tiny_data: Path, tmp_path: Path, region: str) -> None:
+    """A run with ``eval_size_increase`` predicts at the larger size everywhere: ``best.pt``
+    and ``config.json`` say so, and the offsets are fitted on the larger size's outputs."""
+    cfg = replace(TINY, epochs=2, eval_size_increase=16, class_offsets=True, region=region)
+    result = train(cfg, tmp_path / "run", data_dir=tiny_data, progress=False, log=lambda m: None)
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert best["preprocessing"]["img_size"] == saved["preprocessing"]["img_size"] == 48
+    assert saved["train"]["img_size"] == 32 and best["eval_size"] == saved["eval_size"]
+    assert saved["eval_size"]["trained_img_size"] == 32 and saved["eval_size"]["eval_img_size"] == 48
+    assert load_model(tmp_path / "run").preprocessing.img_size == 48
+    # the offsets were fitted at 48 px: the accuracy after them is what predicting at 48 px gives
+    valid = predict_split(tmp_path / "run", tiny_data, split="valid")
+    accuracy = float((valid.predicted == valid.labels).mean())
+    assert accuracy == pytest.approx(saved["class_offsets"]["valid_accuracy_after"])
+    assert result.best_metrics["valid_accuracy"] == pytest.approx(accuracy)
+    assert saved["eval_size"]["valid_accuracy_eval_size"] == pytest.approx(
+        saved["class_offsets"]["valid_accuracy_before"]
+    )
+    # a finished run resumed again changes nothing
+    train(cfg, tmp_path / "run", data_dir=tiny_data, resume=True, progress=False, log=lambda m: None)
+    again = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert again["preprocessing"]["img_size"] == 48 and again["class_offsets"] == best["class_offsets"]
+
+
+def test_eval_size_increase_is_checked() -> None:
+    with pytest.raises(CXRError, match="eval_size_increase"):
+        replace(TINY, eval_size_increase=-8).validate()
+    assert preset("cpu").eval_img_size == preset("cpu").img_size + preset("cpu").eval_size_increase
+
+
 def test_cpu_preset_is_a_budget_not_a_pass_count() -> None:
     cpu = preset("cpu")
     assert cpu.epoch_images and cpu.balanced and cpu.pretrained == "auto"
