@@ -2,8 +2,7 @@
 
 ``recipe_runs.csv`` (shipped with the package) holds one row per training run made by
 ``tools/recipe_runs.py``: a variant of the starting recipe (the ``cpu`` preset's network,
-image size and schedule with all of chapter 2's augmentations; the preset itself is the
-``no-noise-blur`` variant with the whole budget), a seed, the images shown, the
+image size and schedule with all of chapter 2's augmentations), a seed, the images shown, the
 seconds, and what the run scored on its **validation** split (400 images of the sample,
 100 per class; the test split was never used to choose anything). Every row carries the
 exact command that made it and the commit it was measured at.
@@ -12,7 +11,9 @@ Two variants trained on the same images and validated on the same images are com
 image by image with McNemar's exact test (:func:`cxrlib.stats.mcnemar`), seed by seed, never by
 overlapping intervals. A variant is compared with the starting recipe at the screening
 budget (``base``, 12 epochs), except a ``preset+...`` variant: one change on top of the
-preset, compared with the preset's own runs (:data:`PRESET_RUNS`).
+``no-noise-blur`` recipe at the whole budget (:data:`PRESET_BASE_RUNS`), compared with its runs.
+The ``cpu`` preset is one of them, ``preset+fewer-lung-opacity`` (:data:`PRESET_RUNS`), with
+two choices that need no retraining (``recipe_posthoc.json``, :func:`preset_choice`).
 """
 
 from __future__ import annotations
@@ -28,31 +29,52 @@ from .stats import mcnemar
 
 #: The classes without the sample's segmented-background shortcut: what a recipe is judged by.
 HONEST_CLASSES = ("COVID", "Normal", "Viral Pneumonia")
-#: The rows of the ``cpu`` preset's own training: (variant, epochs).
-PRESET_RUNS = ("no-noise-blur", 22)
+#: The rows of the ``cpu`` preset's training: (variant, epochs). The preset adds two choices
+#: that need no retraining (a larger prediction size, class offsets): :data:`PRESET_PREDICTION`.
+PRESET_RUNS = ("preset+fewer-lung-opacity", 22)
+#: What the ``preset+...`` variants change one thing of: ``no-noise-blur`` at the preset's
+#: budget (it was the preset until ``preset+fewer-lung-opacity`` replaced it).
+PRESET_BASE_RUNS = ("no-noise-blur", 22)
+#: The post-hoc choice (``recipe_posthoc.json``) the preset's runs predict with, and the
+#: one its base's runs are compared with in :func:`preset_choice`.
+PRESET_PREDICTION = "size+32+offsets"
+BASE_PREDICTION = "offsets"
 #: How the tables name the ``cpu`` preset's own runs (a variant name alone does not say it).
 PRESET_NAME = "cpu preset"
 
 
 def variant_label(variant: str, epochs: int, epoch_images: int) -> str:
     """How the recipe table names a variant at a budget: ``base, 12 × 2,000``, and the
-    preset's own runs ``cpu preset (no-noise-blur, 22 × 2,000)``."""
+    preset's own runs ``cpu preset (preset+fewer-lung-opacity, 22 × 2,000)``."""
     label = f"{variant}, {epochs} × {epoch_images:,}"
     return f"{PRESET_NAME} ({label})" if (variant, epochs) == PRESET_RUNS else label
 
 
+def run_name(variant: str, epochs: int, seed: int, epoch_images: int = 2000) -> str:
+    """The folder name of a measured run, as ``recipe_posthoc.json`` keys it:
+    ``base-e12x2000-s0``."""
+    return f"{variant}-e{epochs}x{epoch_images}-s{seed}"
+
+
 def run_label(run: str) -> str:
-    """How the post-hoc table names a saved run: the preset's own runs (``cpu-s0``) as
-    ``cpu preset, seed 0``; the others keep their folder name (``base-e12x2000-s0``)."""
-    found = re.fullmatch(r"cpu-s(\d+)", run)
+    """How the post-hoc table names a saved run: the preset's own runs
+    (``preset+fewer-lung-opacity-e22x2000-s0``) as ``cpu preset, seed 0``; the others keep
+    their folder name (``base-e12x2000-s0``)."""
+    variant, epochs = PRESET_RUNS
+    found = re.fullmatch(re.escape(f"{variant}-e{epochs}x") + r"\d+-s(\d+)", run)
     return f"{PRESET_NAME}, seed {found.group(1)}" if found else run
 
 
 def posthoc_reference(choice: str) -> str:
     """The prediction a post-hoc choice is judged against: a combination ending in
-    ``+offsets`` against the offsets alone (what the preset already does), any other choice
+    ``+offsets`` against the offsets alone (so the sentence says what the size adds to them), any other choice
     against the model as saved (``plain``)."""
     return "offsets" if choice.endswith("+offsets") else "plain"
+
+
+def _posthoc_results() -> dict[str, dict[str, dict[str, Any]]]:
+    with resources.files("cxrlib").joinpath("recipe_posthoc.json").open() as f:
+        return dict(json.load(f))
 
 
 def load_posthoc() -> pd.DataFrame:
@@ -60,8 +82,7 @@ def load_posthoc() -> pd.DataFrame:
     augmentation, a 32-px larger test size, cross-fitted class offsets, and the larger size
     with offsets, per run, with McNemar's test of each against its reference
     (:func:`posthoc_reference`) on the same validation images."""
-    with resources.files("cxrlib").joinpath("recipe_posthoc.json").open() as f:
-        results = json.load(f)
+    results = _posthoc_results()
     rows = []
     for run, modes in results.items():
         for mode in (m for m in modes if m != "plain"):
@@ -113,6 +134,54 @@ def posthoc_verdicts(posthoc: pd.DataFrame | None = None, alpha: float = 0.05) -
     return out
 
 
+def preset_choice(seeds: tuple[int, ...] = (0, 1)) -> pd.DataFrame:
+    """The ``cpu`` preset as it predicts (:data:`PRESET_RUNS` with :data:`PRESET_PREDICTION`)
+    against the recipe it replaced (:data:`PRESET_BASE_RUNS` with :data:`BASE_PREDICTION`),
+    seed by seed, on the same validation images: the three honest classes' accuracy and
+    sensitivities, and McNemar's test over all images (the offsets cross-fitted in both)."""
+    results = _posthoc_results()
+    rows = []
+    for seed in seeds:
+        new = results[run_name(*PRESET_RUNS, seed)][PRESET_PREDICTION]
+        old = results[run_name(*PRESET_BASE_RUNS, seed)][BASE_PREDICTION]
+        test = mcnemar(new["correct"], old["correct"])
+        row: dict[str, Any] = {"seed": seed}
+        for label, scores in (("before", old), ("now", new)):
+            row[f"accuracy (3 classes), {label}"] = scores["accuracy_3class"]
+            for c in HONEST_CLASSES:
+                row[f"{c} sensitivity, {label}"] = scores[f"sens_{c}"]
+        row.update({"images only now right": test["a_only"], "images only before right": test["b_only"]})
+        row["McNemar p"] = test["p"]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("seed")
+
+
+def describe_preset_choice(choice: pd.DataFrame | None = None) -> str:
+    """What :func:`preset_choice` shows, in one paragraph: per seed, the honest classes'
+    accuracy before and now, the paired counts with McNemar's p, and the :func:`verdict`."""
+    choice = preset_choice() if choice is None else choice
+    parts = []
+    for seed, row in choice.iterrows():
+        sens = ", ".join(
+            f"{c} {row[f'{c} sensitivity, before']:.2f} -> {row[f'{c} sensitivity, now']:.2f}" for c in HONEST_CLASSES
+        )
+        parts.append(
+            f"seed {seed}: accuracy (3 classes) {row['accuracy (3 classes), before']:.3f} -> "
+            f"{row['accuracy (3 classes), now']:.3f} ({sens}; +{int(row['images only now right'])}/"
+            f"-{int(row['images only before right'])}, McNemar {format_p(row['McNemar p'])})"
+        )
+    paired = [
+        {"a_only": int(r["images only now right"]), "b_only": int(r["images only before right"]), "p": r["McNemar p"]}
+        for _, r in choice.iterrows()
+    ]
+    base, base_epochs = PRESET_BASE_RUNS
+    return (
+        f"Stored measurement (cxrlib/recipe_posthoc.json, validation split of the book's sample): the cpu preset as "
+        f"it predicts ({PRESET_RUNS[0]}, {PRESET_PREDICTION}) against the recipe it replaced ({base} at "
+        f"{base_epochs} epochs, {BASE_PREDICTION}): " + "; ".join(parts) + f". Verdict: {verdict(paired)}."
+    )
+
+
 def load_recipe_runs() -> pd.DataFrame:
     """Every measured run, one row each (see ``tools/recipe_runs.py`` for the columns)."""
     with resources.files("cxrlib").joinpath("recipe_runs.csv").open() as f:
@@ -120,15 +189,15 @@ def load_recipe_runs() -> pd.DataFrame:
 
 
 def reference_of(variant: str, baseline: str = "base", baseline_epochs: int = 12) -> tuple[str, int]:
-    """The ``(variant, epochs)`` rows a variant is compared with: the preset's own runs for a
-    ``preset+...`` variant, the starting recipe at the screening budget otherwise."""
-    return PRESET_RUNS if variant.startswith("preset+") else (baseline, baseline_epochs)
+    """The ``(variant, epochs)`` rows a variant is compared with: :data:`PRESET_BASE_RUNS` for
+    a ``preset+...`` variant, the starting recipe at the screening budget otherwise."""
+    return PRESET_BASE_RUNS if variant.startswith("preset+") else (baseline, baseline_epochs)
 
 
 def recipe_summary(runs: pd.DataFrame | None = None, baseline: str = "base", baseline_epochs: int = 12) -> pd.DataFrame:
     """One row per variant and budget (named by :func:`variant_label`): its seeds, mean
     validation numbers over the seeds, minutes, and the paired comparison with ``baseline`` (trained for ``baseline_epochs``,
-    the screening budget; the preset's runs for a ``preset+...`` variant) at the same seed:
+    the screening budget; :data:`PRESET_BASE_RUNS` for a ``preset+...`` variant) at the same seed:
     images only one of the two got right, McNemar's p-value per seed, and the :func:`verdict`."""
     runs = load_recipe_runs() if runs is None else runs
     rows = []
@@ -214,7 +283,7 @@ def describe_variant(variant: str, runs: pd.DataFrame | None = None, epochs: int
     first budget in the table), labelled as a stored measurement (``cxrlib/recipe_runs.csv``,
     not this build's runs) with the number of validation images it was scored on and how to
     read a budget: its mean validation accuracy next to the recipe it is compared with (named
-    as such: "the cpu preset (...)", "the starting recipe (...)"), the paired counts per seed
+    as such: "the no-noise-blur recipe (...)", "the starting recipe (...)"), the paired counts per seed
     and the verdict."""
     runs = load_recipe_runs() if runs is None else runs
     mine = _variant_runs(variant, runs, epochs)
@@ -225,8 +294,8 @@ def describe_variant(variant: str, runs: pd.DataFrame | None = None, epochs: int
     seeds = sorted(set(mine.seed))
     reference = against[against.seed.isin(seeds)].accuracy.mean()
     against_label = variant_label(against_name, against_epochs, images)
-    if (against_name, against_epochs) == PRESET_RUNS:
-        named = f"the {against_label}"
+    if (against_name, against_epochs) == PRESET_BASE_RUNS:
+        named = f"the {against_name} recipe at the preset's budget ({against_label})"
     elif against_name == "base":
         named = f"the starting recipe ({against_label})"
     else:

@@ -208,7 +208,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 progress=False,
                 log=lambda line: print(line, file=sys.stderr),
             )
-        own = int(json.loads((Path(run) / "config.json").read_text())["train"]["img_size"])
+        saved = json.loads((Path(run) / "config.json").read_text())
+        own = int(saved["preprocessing"]["img_size"])  # the size the run predicts at
         sizes = list(dict.fromkeys([own, args.explorer_size]))  # the headline numbers are the last size's
         flat.update(bench_explorer(run, data.root, sizes=sizes, steps=args.explorer_steps))
     if args.json:

@@ -87,11 +87,7 @@ def build_note_text(
     the note stands for every page (the introduction, the model card).
     """
     folder = f"the data folder `{data_name}`" + (f" ({data_size})" if data_size else "") if data_name else ""
-    budget = (
-        f"{config.epochs} epochs of {config.epoch_images:,} images"
-        if config.epoch_images
-        else f"{config.epochs} passes over the training split"
-    )
+    budget = config.budget_phrase()
     if config.fast_subset:
         settings = get_settings(fast=True)
         limit = settings.per_class_limit
@@ -107,7 +103,7 @@ def build_note_text(
     return (
         "Full mode",
         f"{subject} was built with the `{config.preset}` recipe: {config.arch}, "
-        f"{config.img_size}-px images, {budget}{', on ' + folder if folder else ''}.",
+        f"{config.size_phrase()}, {budget}{', on ' + folder if folder else ''}.",
     )
 
 

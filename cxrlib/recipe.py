@@ -90,6 +90,21 @@ class TrainConfig:
         """The size the finished model predicts at: ``img_size + eval_size_increase``."""
         return self.img_size + self.eval_size_increase
 
+    def size_phrase(self) -> str:
+        """The image sizes in words: "160-px images, predicting at 192 px"."""
+        trained = f"{self.img_size}-px images"
+        return f"{trained}, predicting at {self.eval_img_size} px" if self.eval_size_increase else trained
+
+    def budget_phrase(self) -> str:
+        """The training budget in words: "22 epochs of 2,000 images", with the draws' class
+        weights when some are set ("..., Lung_Opacity drawn at weight 0.4")."""
+        if self.epoch_images:
+            budget = f"{self.epochs} epochs of {self.epoch_images:,} images"
+        else:
+            budget = f"{self.epochs} passes over the training split"
+        shares = ", ".join(f"{c} drawn at weight {w:g}" for c, w in (self.class_shares or {}).items())
+        return f"{budget}, {shares}" if shares else budget
+
     def split_options(self) -> dict[str, Any]:
         """The keyword arguments of :meth:`cxrlib.data.CXRData.load` that fix this run's split
         (training makes it with them; evaluation remakes it with them for another folder)."""

@@ -18,7 +18,7 @@ from .config import resolve_data_dir, runs_dir
 from .data import data_fingerprint
 from .published import fetch_published_run, run_key
 from .recipe import TrainConfig
-from .train import describe_offsets, train, write_json
+from .train import describe_eval_size, describe_offsets, train, write_json
 
 
 def run_outcome(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -39,8 +39,10 @@ def describe_outcome(run_dir: str | os.PathLike[str]) -> str:
     draws = "class-balanced" if saved["train"].get("balanced", True) else "shuffled"
     stopped = outcome.get("stopped", "completed")
     offsets = ""
+    if "eval_size" in saved:
+        offsets += f" Predicting at {describe_eval_size(saved['eval_size'])}"
     if "class_offsets" in saved:
-        offsets = (
+        offsets += (
             f" Class offsets fitted on the validation split: {describe_offsets(saved['class_offsets'])} "
             f"{_describe_lean(saved['class_offsets']['offsets'])}"
         )

@@ -54,6 +54,7 @@ from .models import build_model, set_backbone_trainable
 from .recipe import TrainConfig
 from .transforms import (
     IMAGENET_NORMALIZATION,
+    Normalization,
     Preprocessing,
     data_normalization,
     eval_transform,
@@ -339,7 +340,7 @@ def train(
     if run.main_process and run.best_epoch >= 0:
         valid_loader = run.valid_loader
         if config.eval_img_size != config.img_size:
-            valid_loader = _valid_loader(run, config.eval_img_size)
+            valid_loader = _valid_loader_at(run, config.eval_img_size)
             run.best_metrics = _set_eval_size(run.run_dir, config.eval_img_size, valid_loader, run.dev, say)
         if config.class_offsets:
             run.best_metrics = _fold_class_offsets(run.run_dir, valid_loader, run.dev, say)
@@ -410,15 +411,6 @@ def _setup(
         region=config.region,
         lung_regions=regions,
     )
-    valid_set = CXRDataset(
-        pixels,
-        labels,
-        valid_idx,
-        transform=eval_transform(norm),
-        classes=classes,
-        region=config.region,
-        lung_regions=regions,
-    )
 
     # channels_last is faster for convolutions on CUDA and on recent CPU builds alike
     model = model.to(dev, memory_format=torch.channels_last)
@@ -468,9 +460,7 @@ def _setup(
         "steps": steps_per_epoch * config.epochs,
         "images": epoch_images * config.epochs,
     }
-    valid_loader = DataLoader(
-        valid_set, batch_size=max(64, config.batch_size), shuffle=False, num_workers=config.workers
-    )
+    valid_loader = _validation_loader(config, pixels, labels, valid_idx, norm, classes, regions)
     run = _Run(
         config,
         run_dir,
@@ -655,25 +645,39 @@ def _save_epoch(run: _Run, epoch: int, entry: dict[str, Any], improved: bool) ->
     write_json(run.run_dir / "history.json", run.history)
 
 
-def _valid_loader(run: _Run, size: int) -> DataLoader:
+def _validation_loader(
+    config: TrainConfig,
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    indices: np.ndarray | None,
+    normalization: Normalization,
+    classes: list[str],
+    regions: np.ndarray | None,
+) -> DataLoader:
+    """The validation images (``indices`` of ``pixels``; ``None``: all of them) through the
+    eval transform, in the run's region, in a fixed order."""
+    valid_set = CXRDataset(
+        pixels,
+        labels,
+        indices,
+        transform=eval_transform(normalization),
+        classes=classes,
+        region=config.region,
+        lung_regions=regions,
+    )
+    return DataLoader(valid_set, batch_size=max(64, config.batch_size), shuffle=False, num_workers=config.workers)
+
+
+def _valid_loader_at(run: _Run, size: int) -> DataLoader:
     """The validation split at another size than training's, from a pixel cache of its own
     (only these images: on the whole database, a second cache of every image would cost
     minutes of the training budget)."""
     data, config = run.data, run.config
     valid_idx = data.indices("valid")
     pixels = data.pixels(size, indices=valid_idx, progress=False)
-    regions = None
-    if config.region != "full":
-        regions = data.lung_regions(size, indices=valid_idx, progress=False)
-    valid_set = CXRDataset(
-        pixels,
-        data.labels()[valid_idx],
-        transform=eval_transform(run.preprocessing.normalization),
-        classes=run.classes,
-        region=config.region,
-        lung_regions=regions,
-    )
-    return DataLoader(valid_set, batch_size=max(64, config.batch_size), shuffle=False, num_workers=config.workers)
+    regions = data.lung_regions(size, indices=valid_idx, progress=False) if config.region != "full" else None
+    labels = data.labels()[valid_idx]
+    return _validation_loader(config, pixels, labels, None, run.preprocessing.normalization, run.classes, regions)
 
 
 def _set_eval_size(

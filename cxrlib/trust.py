@@ -140,18 +140,16 @@ def describe_recipe(config: TrainConfig) -> str:
     its description of the ``cpu`` recipe (plain text, no markup), e.g. "the fast recipe:
     resnet18, 64-px images, 2 passes over the training split, no moving average of the
     weights, no class offsets"."""
-    budget = (
-        f"{config.epochs} epochs of {config.epoch_images:,} images"
-        if config.epoch_images
-        else f"{config.epochs} passes over the training split"
-    )
     average = (
         "an exponential moving average of the weights"
         if config.ema_decay is not None
         else "no moving average of the weights"
     )
     offsets = "one offset per class fitted on the validation split" if config.class_offsets else "no class offsets"
-    return f"the {config.preset} recipe: {config.arch}, {config.img_size}-px images, {budget}, {average}, {offsets}"
+    return (
+        f"the {config.preset} recipe: {config.arch}, {config.size_phrase()}, {config.budget_phrase()}, "
+        f"{average}, {offsets}"
+    )
 
 
 # --------------------------------------------------------------------------- experiment 1

@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
+import sys
+from dataclasses import replace
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from cxrlib.ablation import (
     HONEST_CLASSES,
+    PRESET_BASE_RUNS,
+    PRESET_PREDICTION,
+    PRESET_RUNS,
+    describe_preset_choice,
     describe_variant,
     format_p,
     load_posthoc,
     load_recipe_runs,
     posthoc_verdicts,
+    preset_choice,
     recipe_summary,
     run_label,
+    run_name,
     variant_label,
     variant_verdict,
     verdict,
 )
 from cxrlib.recipe import preset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from recipe_runs import VARIANTS, starting_recipe  # noqa: E402
 
 
 def test_verdict_needs_every_seed_to_agree_and_be_significant() -> None:
@@ -82,7 +95,7 @@ def test_summary_pairs_each_seed_with_the_baseline() -> None:
     assert "seed 0: +35/-0 (p<0.01)" in summary.loc["bigger, 12 × 100", "paired, per seed"]
 
 
-def test_a_change_on_top_of_the_preset_is_compared_with_the_preset() -> None:
+def test_a_change_on_top_of_the_preset_base_is_compared_with_it() -> None:
     preset_correct = "1" * 90 + "0" * 10
     runs = pd.DataFrame(
         [
@@ -93,8 +106,8 @@ def test_a_change_on_top_of_the_preset_is_compared_with_the_preset() -> None:
     )
     summary = recipe_summary(runs)
     row = summary.loc["preset+flip, 22 × 100"]
-    assert row["compared with"] == "cpu preset (no-noise-blur, 22 × 100)"
-    assert "cpu preset (no-noise-blur, 22 × 100)" in summary.index
+    assert row["compared with"] == "no-noise-blur, 22 × 100"
+    assert "no-noise-blur, 22 × 100" in summary.index
     assert row["paired, per seed"] == "seed 0: +0/-5 (p=0.06)"  # not +35/-0 against base
 
 
@@ -109,14 +122,20 @@ def test_the_shipped_table_measures_the_cpu_preset_on_validation() -> None:
     for _, run in runs.iterrows():  # the stored counts agree with the stored accuracy
         assert run.valid_correct.count("1") / run.valid_n == pytest.approx(run.accuracy, abs=1e-4)
         assert run.accuracy_lo <= run.accuracy <= run.accuracy_hi
-    # the starting recipe and the preset itself have two or more seeds behind them
+    # the starting recipe, the preset's base and the preset itself have two or more seeds behind them
     cpu = preset("cpu")
     seeds = runs.groupby(["variant", "epochs"]).seed.nunique()
-    assert seeds[("base", 12)] >= 2 and seeds[("no-noise-blur", cpu.epochs)] >= 2
-    preset_rows = runs[(runs.variant == "no-noise-blur") & (runs.epochs == cpu.epochs)]
-    assert (preset_rows.arch == cpu.arch).all() and (preset_rows.img_size == cpu.img_size).all()
-    assert (preset_rows.epoch_images == cpu.epoch_images).all()
-    assert preset_rows.command.str.contains("--preset cpu").all()
+    assert seeds[("base", 12)] >= 2 and seeds[PRESET_BASE_RUNS] >= 2 and seeds[PRESET_RUNS] >= 2
+    assert PRESET_RUNS[1] == PRESET_BASE_RUNS[1] == cpu.epochs
+    for variant in (PRESET_RUNS[0], PRESET_BASE_RUNS[0]):
+        rows = runs[(runs.variant == variant) & (runs.epochs == cpu.epochs)]
+        assert (rows.arch == cpu.arch).all() and (rows.img_size == cpu.img_size).all()
+        assert (rows.epoch_images == cpu.epoch_images).all()
+    base_rows = runs[(runs.variant == PRESET_BASE_RUNS[0]) & (runs.epochs == cpu.epochs)]
+    assert base_rows.command.str.contains("--preset cpu").all()  # when it was the preset
+    # the preset trains exactly as the measured variant; it adds the two post-hoc choices
+    measured = replace(starting_recipe(0), **VARIANTS[PRESET_RUNS[0]])
+    assert measured == replace(cpu, eval_size_increase=0, class_offsets=False)
     # a variant measured with one seed is never given a verdict
     summary = recipe_summary(runs)
     for label, row in summary.iterrows():
@@ -127,7 +146,7 @@ def test_the_shipped_table_measures_the_cpu_preset_on_validation() -> None:
 def test_the_shipped_posthoc_table_measures_the_presets_offsets_cross_fitted() -> None:
     posthoc = load_posthoc()
     assert {"tta", "size+32", "offsets", "size+32+offsets"} <= set(posthoc.choice)
-    # a combination with the offsets is judged against the offsets alone, the preset's choice
+    # a combination with the offsets is judged against the offsets alone
     assert set(posthoc[posthoc.choice == "size+32+offsets"]["compared with"]) == {"offsets"}
     assert set(posthoc[posthoc.choice == "offsets"]["compared with"]) == {"plain"}
     offsets = posthoc[posthoc.choice == "offsets"]
@@ -142,10 +161,31 @@ def test_the_shipped_posthoc_table_measures_the_presets_offsets_cross_fitted() -
 
 
 def test_tables_name_the_presets_own_runs() -> None:
-    assert variant_label("no-noise-blur", 22, 2000) == "cpu preset (no-noise-blur, 22 × 2,000)"
-    assert variant_label("no-noise-blur", 12, 2000) == "no-noise-blur, 12 × 2,000"  # the screening run
-    assert run_label("cpu-s1") == "cpu preset, seed 1"
+    label = "cpu preset (preset+fewer-lung-opacity, 22 × 2,000)"
+    assert variant_label("preset+fewer-lung-opacity", 22, 2000) == label
+    assert variant_label("no-noise-blur", 22, 2000) == "no-noise-blur, 22 × 2,000"  # the preset's base
+    assert run_label("preset+fewer-lung-opacity-e22x2000-s1") == "cpu preset, seed 1"
     assert run_label("base-e12x2000-s0") == "base-e12x2000-s0"
+    assert run_name("no-noise-blur", 22, 1) == "no-noise-blur-e22x2000-s1"
+
+
+def test_the_preset_as_it_predicts_is_compared_with_the_recipe_it_replaced() -> None:
+    choice = preset_choice()
+    assert list(choice.index) == [0, 1]
+    posthoc = load_posthoc()
+    for seed, row in choice.iterrows():  # the same numbers as the post-hoc table's rows
+        mine = posthoc[(posthoc.run == f"cpu preset, seed {seed}") & (posthoc.choice == PRESET_PREDICTION)].iloc[0]
+        assert row["COVID sensitivity, now"] == mine["COVID sensitivity, with it"]
+        change = (row["images only now right"] - row["images only before right"]) / 400
+        assert 0 < row["McNemar p"] <= 1 and abs(change) < 0.2
+    sentence = describe_preset_choice(choice)
+    assert sentence.startswith("Stored measurement (cxrlib/recipe_posthoc.json")
+    assert sentence.count("seed ") == 2 and "Verdict: " in sentence
+    paired = [
+        {"a_only": r["images only now right"], "b_only": r["images only before right"], "p": r["McNemar p"]}
+        for _, r in choice.iterrows()
+    ]
+    assert sentence.endswith(f"Verdict: {verdict(paired)}.")
 
 
 def test_describe_variant_names_what_it_is_compared_with() -> None:
@@ -164,7 +204,10 @@ def test_describe_variant_names_what_it_is_compared_with() -> None:
         "made once on the book's sample and scored on its 100 validation images, not by this "
         "build; a budget reads epochs × images per epoch): preset+flip (preset+flip): "
     )
-    reference = "0.850 against 0.900 for the cpu preset (no-noise-blur, 22 × 100) at the same seed;"
+    reference = (
+        "0.850 against 0.900 for the no-noise-blur recipe at the preset's budget (no-noise-blur, 22 × 100) "
+        "at the same seed;"
+    )
     assert f"mean validation accuracy {reference}" in sentence
     assert sentence.endswith("seed 0: +0/-5 (p=0.06); verdict: one seed only: no verdict.")
     # a variant with two budgets: the first listed, unless asked for

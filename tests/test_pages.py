@@ -43,11 +43,12 @@ def _prose(text: str) -> str:
 
 
 def _allowed() -> set[str]:
-    """Numbers the text may state: settings of the cpu recipe, its size in millions of
+    """Numbers the text may state: settings of the cpu recipe (its class weights included), its size in millions of
     weights, the 95 % confidence level, and the literature's "95 % and more" headline."""
     cpu = preset("cpu")
     values = [v for v in asdict(cpu).values() if isinstance(v, float)]
     values += [v for v in cpu.augment.to_dict().values() if isinstance(v, float)]
+    values += list((cpu.class_shares or {}).values())
     model, _ = build_model(cpu.arch, 4, pretrained="no")
     millions = sum(p.numel() for p in model.parameters()) / 1e6
     return {f"{v:g}" for v in values} | {f"{millions:.1f}", "95 %"}
@@ -86,7 +87,8 @@ def test_build_note_says_mode_recipe_and_data() -> None:
     _, sentence = pages.build_note_text(preset("fast"), "data", class_counts=dict.fromkeys(CANONICAL, 500))
     assert "at most 60 images per class (40 validation and 40 test images in all, 10 per class)" in sentence
     title, sentence = pages.build_note_text(preset("cpu"), None)
-    assert title == "Full mode" and "22 epochs of 2,000 images" in sentence and "160-px" in sentence
+    assert title == "Full mode" and "22 epochs of 2,000 images" in sentence
+    assert "160-px images, predicting at 192 px" in sentence and "Lung_Opacity drawn at weight 0.4" in sentence
     assert stats.with_interval(0.95, (0.9236, 0.9691)) == "0.950 [0.924, 0.969]"
 
 

@@ -420,6 +420,7 @@ def test_eval_size_is_set_in_best_pt_before_the_offsets(tiny_data: Path, tmp_pat
     assert saved["train"]["img_size"] == 32 and best["eval_size"] == saved["eval_size"]
     assert saved["eval_size"]["trained_img_size"] == 32 and saved["eval_size"]["eval_img_size"] == 48
     assert load_model(tmp_path / "run").preprocessing.img_size == 48
+    assert "Predicting at 48 px, trained at 32 px: validation accuracy" in describe_outcome(tmp_path / "run")
     # the offsets were fitted at 48 px: the accuracy after them is what predicting at 48 px gives
     valid = predict_split(tmp_path / "run", tiny_data, split="valid")
     accuracy = float((valid.predicted == valid.labels).mean())

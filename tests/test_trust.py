@@ -609,8 +609,9 @@ def test_describe_split_and_count_weights(tmp_path: Path) -> None:
     assert text.endswith("6 validation images (2 per class) and 6 test images (2 per class)")
     assert text.startswith("20 training images (COVID 8, Normal 8, Viral Pneumonia 4)")
     assert trust.describe_recipe(preset("cpu")) == (
-        "the cpu recipe: resnet18-w32, 160-px images, 22 epochs of 2,000 images, an exponential moving average of the "
-        "weights, one offset per class fitted on the validation split"
+        "the cpu recipe: resnet18-w32, 160-px images, predicting at 192 px, 22 epochs of 2,000 images, Lung_Opacity "
+        "drawn at weight 0.4, an exponential moving average of the weights, one offset per class fitted on the "
+        "validation split"
     )
     assert trust.describe_recipe(preset("fast")) == (
         "the fast recipe: resnet18, 64-px images, 2 passes over the training split, no moving average of the "
