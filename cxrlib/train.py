@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import (
     CHECKPOINT_FORMAT,
+    LoadedModel,
     load_checkpoint,
     model_from_checkpoint,
     pick_device,
@@ -686,10 +687,9 @@ def _set_eval_size(
     """Make ``best.pt`` predict at ``size`` px (its preprocessing's ``img_size``, which every
     prediction path reads) and say so, with the validation accuracy at both sizes, in
     ``best.pt`` and ``config.json``. Returns the new best metrics."""
-    best = load_checkpoint(run_dir / "best.pt")
-    if "eval_size" in best:  # a resumed run that had finished: already set
+    best, loaded = _best_before(run_dir, "eval_size", dev)
+    if loaded is None:
         return dict(best["metrics"])
-    loaded = model_from_checkpoint(best, device=dev)
     probs, valid_labels = predict_proba(loaded.model, valid_loader, dev)
     after = basic_metrics(probs, valid_labels)
     trained = int(best["preprocessing"]["img_size"])
@@ -699,16 +699,42 @@ def _set_eval_size(
         "valid_accuracy_trained_size": best["metrics"].get("valid_accuracy"),
         "valid_accuracy_eval_size": after["accuracy"],
     }
-    metrics = {**best["metrics"], "valid_accuracy": after["accuracy"], "valid_macro_auc": after["macro_auc"]}
+    metrics = _with_validation(best["metrics"], after)
     preprocessing = {**best["preprocessing"], "img_size": size}
-    save_checkpoint(
-        {**best, "preprocessing": preprocessing, "metrics": metrics, "eval_size": record}, run_dir / "best.pt"
-    )
-    config_path = run_dir / "config.json"
-    saved = json.loads(config_path.read_text())
-    write_json(config_path, {**saved, "preprocessing": preprocessing, "eval_size": record})
+    _save_step(run_dir, best, "eval_size", record, {"preprocessing": preprocessing, "metrics": metrics}, preprocessing)
     say(f"predicting at {describe_eval_size(record)}")
     return metrics
+
+
+def _best_before(run_dir: Path, key: str, dev: torch.device) -> tuple[dict[str, Any], LoadedModel | None]:
+    """``best.pt`` and its model for a step that follows training (recorded under ``key``);
+    the model is ``None`` when the step is already done (a resumed run that had finished)."""
+    best = load_checkpoint(run_dir / "best.pt")
+    return best, None if key in best else model_from_checkpoint(best, device=dev)
+
+
+def _with_validation(metrics: dict[str, Any], measured: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's best metrics with the validation accuracy and macro AUC measured anew."""
+    return {**metrics, "valid_accuracy": measured["accuracy"], "valid_macro_auc": measured["macro_auc"]}
+
+
+def _save_step(
+    run_dir: Path,
+    best: dict[str, Any],
+    key: str,
+    record: dict[str, Any],
+    changes: dict[str, Any],
+    preprocessing: dict[str, Any] | None = None,
+) -> None:
+    """Rewrite ``best.pt`` after a step that follows training (the prediction size, the class
+    offsets): its ``changes`` and the step's ``record`` under ``key``, also written to
+    ``config.json`` (with the new ``preprocessing``, when the step changed it)."""
+    save_checkpoint({**best, **changes, key: record}, run_dir / "best.pt")
+    config_path = run_dir / "config.json"
+    saved = json.loads(config_path.read_text())
+    if preprocessing is not None:
+        saved["preprocessing"] = preprocessing
+    write_json(config_path, {**saved, key: record})
 
 
 def describe_eval_size(record: dict[str, Any]) -> str:
@@ -766,10 +792,9 @@ def _fold_class_offsets(
     """Fit :func:`fit_class_offsets` on the validation split with ``best.pt``'s weights, add
     them to its classifier's bias (so every prediction path sees them) and say so in
     ``best.pt`` and ``config.json``. Returns the new best metrics."""
-    best = load_checkpoint(run_dir / "best.pt")
-    if "class_offsets" in best:  # a resumed run that had finished: already folded
+    best, loaded = _best_before(run_dir, "class_offsets", dev)
+    if loaded is None:
         return dict(best["metrics"])
-    loaded = model_from_checkpoint(best, device=dev)
     before_probs, valid_labels = predict_proba(loaded.model, valid_loader, dev)
     offsets = fit_class_offsets(before_probs, valid_labels)
     with torch.no_grad():
@@ -781,11 +806,9 @@ def _fold_class_offsets(
         "valid_accuracy_before": before["accuracy"],
         "valid_accuracy_after": after["accuracy"],
     }
-    metrics = {**best["metrics"], "valid_accuracy": after["accuracy"], "valid_macro_auc": after["macro_auc"]}
+    metrics = _with_validation(best["metrics"], after)
     state = {k: v.cpu() for k, v in loaded.model.state_dict().items()}
-    save_checkpoint({**best, "model": state, "metrics": metrics, "class_offsets": record}, run_dir / "best.pt")
-    config_path = run_dir / "config.json"
-    write_json(config_path, {**json.loads(config_path.read_text()), "class_offsets": record})
+    _save_step(run_dir, best, "class_offsets", record, {"model": state, "metrics": metrics})
     say(f"class offsets fitted on the validation split: {describe_offsets(record)}")
     return metrics
 
