@@ -50,9 +50,9 @@ def variant_label(variant: str, epochs: int, epoch_images: int) -> str:
     return f"{PRESET_NAME} ({label})" if (variant, epochs) == PRESET_RUNS else label
 
 
-def run_name(variant: str, epochs: int, seed: int, epoch_images: int = 2000) -> str:
-    """The folder name of a measured run, as ``recipe_posthoc.json`` keys it:
-    ``base-e12x2000-s0``."""
+def run_name(variant: str, epochs: int | str, seed: int | str, epoch_images: int | str = 2000) -> str:
+    """The folder name of a measured run (``tools/recipe_runs.py`` makes it), as
+    ``recipe_posthoc.json`` keys it: ``base-e12x2000-s0``."""
     return f"{variant}-e{epochs}x{epoch_images}-s{seed}"
 
 

@@ -953,7 +953,7 @@ class CXRData:
         masks = self.masks(size, indices=indices, progress=progress) if source == "masks" else None
         if source == "masks" and masks is None:
             raise CXRError(f"{self.root} has no lung masks")
-        return lung_region(masks, len(self._subset(indices)), size)
+        return lung_region(masks, len(self.records) if indices is None else len(indices), size)
 
     def dataset(
         self,

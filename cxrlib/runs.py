@@ -38,29 +38,29 @@ def describe_outcome(run_dir: str | os.PathLike[str]) -> str:
     minutes = sum(h["seconds"] for h in history) / 60
     draws = "class-balanced" if saved["train"].get("balanced", True) else "shuffled"
     stopped = outcome.get("stopped", "completed")
-    offsets = ""
+    after_training = ""  # the steps that followed training: the prediction size, the class offsets
     if "eval_size" in saved:
-        offsets += f" Predicting at {describe_eval_size(saved['eval_size'])}"
+        after_training += f" Predicting at {describe_eval_size(saved['eval_size'])}"
     if "class_offsets" in saved:
-        offsets += (
+        after_training += (
             f" Class offsets fitted on the validation split: {describe_offsets(saved['class_offsets'])} "
             f"{_describe_lean(saved['class_offsets']['offsets'])}"
         )
     if stopped == "completed" and done == planned:
         return (
             f"The schedule completed: {done} of {planned} epochs, {done * per_epoch:,} images "
-            f"({per_epoch:,} {draws} draws per epoch), in {minutes:.1f} minutes of training.{offsets}"
+            f"({per_epoch:,} {draws} draws per epoch), in {minutes:.1f} minutes of training.{after_training}"
         )
     if stopped == "time-budget":
         return (
             f"The {saved['train']['max_minutes']:g}-minute time cap stopped this run after {done} of {planned} "
             f"epochs ({done * per_epoch:,} of {planned * per_epoch:,} images): the learning rate had not "
             f"annealed, so this model is weaker than the recipe intends. `cxr train --out {run_dir.name} "
-            f"--resume` finishes the schedule.{offsets}"
+            f"--resume` finishes the schedule.{after_training}"
         )
     return (
         f"Early stopping ended this run after {done} of {planned} epochs: the validation macro AUC had not "
-        f"improved for {saved['train'].get('patience')} epochs.{offsets}"
+        f"improved for {saved['train'].get('patience')} epochs.{after_training}"
     )
 
 

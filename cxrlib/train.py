@@ -340,7 +340,7 @@ def train(
     epochs_bar.close()
     if run.main_process and run.best_epoch >= 0:
         valid_loader = run.valid_loader
-        if config.eval_img_size != config.img_size:
+        if config.eval_size_increase:
             valid_loader = _valid_loader_at(run, config.eval_img_size)
             run.best_metrics = _set_eval_size(run.run_dir, config.eval_img_size, valid_loader, run.dev, say)
         if config.class_offsets:

@@ -385,30 +385,13 @@ def plot_sanity(images: Any, trained: Any, randomized: Any, spearman: Any, *, co
 def plot_inside_fraction(frame: Any, *, area: float, region: str = "central-chest box", ax: Any = None) -> Figure:
     """Per true class, the share of CAM energy inside the lung region (``frame`` columns
     ``true`` and ``inside``), with the share a uniform map would have."""
-    order = [c for c in CLASS_COLORS if c in set(frame["true"])]
+    rows = _class_rows(frame, "true")
     fig, ax = _figure(ax, figsize=(7, 3.2))
-    sns.boxplot(
-        data=frame,
-        x="inside",
-        y="true",
-        order=order,
-        hue="true",
-        hue_order=order,
-        palette=class_palette(order),
-        ax=ax,
-        fliersize=0,
-        legend=False,
-    )
+    sns.boxplot(x="inside", **rows, ax=ax, fliersize=0)
     with seeded_jitter():
-        sns.stripplot(data=frame, x="inside", y="true", order=order, color="black", size=2.5, alpha=0.5, ax=ax)
-    ax.axvline(area, linestyle="--", color="gray")
-    ax.text(area, -0.6, f" uniform map: {area:.0%}", color="gray", fontsize=8, va="bottom")
+        sns.stripplot(data=frame, x="inside", y="true", order=rows["order"], color="black", size=2.5, alpha=0.5, ax=ax)
     ax.set_xlim(0, 1)
-    ax.set_xlabel(f"share of CAM energy inside the {region}")
-    ax.set_ylabel("")
-    sns.despine(ax=ax)
-    fig.tight_layout()
-    return fig
+    return _finish_class_rows(fig, ax, area, f" uniform map: {area:.0%}", f"share of CAM energy inside the {region}")
 
 
 def plot_region_examples(images: Any, regions: Any, titles: Sequence[str]) -> Figure:
@@ -466,28 +449,41 @@ def plot_region_comparison(table: Any, *, ax: Any = None) -> Figure:
 def plot_dark_share(frame: Any, threshold: float | None = None, *, ax: Any = None) -> Figure:
     """Per class, the share of black pixels outside the chest box (``frame`` columns
     ``class`` and ``dark share``), with a rule's threshold if given."""
-    order = [c for c in CLASS_COLORS if c in set(frame["class"])]
     fig, ax = _figure(ax, figsize=(7, 3.0))
     with seeded_jitter():
-        sns.stripplot(
-            data=frame,
-            x="dark share",
-            y="class",
-            order=order,
-            hue="class",
-            hue_order=order,
-            palette=class_palette(order),
-            size=2.5,
-            alpha=0.6,
-            jitter=0.3,
-            ax=ax,
-            legend=False,
-        )
-    if threshold is not None:
-        ax.axvline(threshold, linestyle="--", color="black")
-        ax.text(threshold, -0.6, f" threshold {threshold:.2f}", fontsize=8, va="bottom")
+        sns.stripplot(x="dark share", **_class_rows(frame, "class"), size=2.5, alpha=0.6, jitter=0.3, ax=ax)
     ax.set_xlim(-0.02, 1.02)
-    ax.set_xlabel("share of black pixels outside the central-chest box")
+    mark = None if threshold is None else f" threshold {threshold:.2f}"
+    return _finish_class_rows(
+        fig, ax, threshold, mark, "share of black pixels outside the central-chest box", color="black"
+    )
+
+
+def _class_rows(frame: Any, column: str) -> dict[str, Any]:
+    """Seaborn arguments for one row per class of ``frame[column]``, in the book's class
+    order and colours."""
+    order = [c for c in CLASS_COLORS if c in set(frame[column])]
+    palette = class_palette(order)
+    return {
+        "data": frame,
+        "y": column,
+        "order": order,
+        "hue": column,
+        "hue_order": order,
+        "palette": palette,
+        "legend": False,
+    }
+
+
+def _finish_class_rows(
+    fig: Figure, ax: Any, mark_at: float | None, mark: str | None, xlabel: str, color: str = "gray"
+) -> Figure:
+    """A per-class row plot's dashed reference line (when ``mark_at`` is given) with its label,
+    its x label, no y label, no top or right spine."""
+    if mark_at is not None:
+        ax.axvline(mark_at, linestyle="--", color=color)
+        ax.text(mark_at, -0.6, mark, color=color, fontsize=8, va="bottom")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("")
     sns.despine(ax=ax)
     fig.tight_layout()

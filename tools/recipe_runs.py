@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from cxrlib import stats
+from cxrlib.ablation import run_name
 from cxrlib.checkpoint import load_model
 from cxrlib.evaluate import predict_split
 from cxrlib.metrics import bootstrap_ci, macro_auc
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = {k: v for k, v in (("epochs", args.epochs), ("epoch_images", args.epoch_images)) if v is not None}
     config = replace(starting_recipe(args.seed), **overrides, **budget, max_minutes=None)
     config.validate()
-    run_dir = Path(args.runs) / f"{args.variant}-e{config.epochs}x{config.epoch_images}-s{args.seed}"
+    run_dir = Path(args.runs) / run_name(args.variant, config.epochs, args.seed, config.epoch_images)
     started = time.monotonic()
     train(
         config,
@@ -292,7 +293,7 @@ def append_row(table: Path, row: dict[str, Any]) -> None:
 def remeasure(table: Path, runs: Path) -> int:
     rows = list(csv.DictReader(table.open()))
     for row in rows:
-        run_dir = runs / f"{row['variant']}-e{row['epochs']}x{row['epoch_images']}-s{row['seed']}"
+        run_dir = runs / run_name(row["variant"], row["epochs"], row["seed"], row["epoch_images"])
         if not run_dir.is_dir():
             print(f"kept as it is (no run folder {run_dir})")
             continue
