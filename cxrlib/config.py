@@ -36,11 +36,13 @@ Environment variables
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
@@ -122,6 +124,14 @@ def runs_dir() -> Path:
     """Where chapters store training runs: ``CXR_RUNS_DIR`` or ``<cache_dir>/runs``."""
     env = os.environ.get("CXR_RUNS_DIR")
     return Path(env).expanduser() if env else cache_dir() / "runs"
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically: through a temporary file beside ``path``
+    and a rename, so an interrupted run never leaves half a ``config.json`` or manifest."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def downloads_enabled() -> bool:

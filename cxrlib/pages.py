@@ -31,9 +31,10 @@ from .config import CXRError, get_settings, resolve_data_dir
 from .data import CXRData, scan
 from .models import NARROW, PretrainedUnavailableError, build_model, n_weights
 from .recipe import TrainConfig, preset
+from .regions import REGIONS
 from .runs import ensure_run
 from .transforms import IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD
-from .trust import naive_split_leakage
+from .trust import naive_split_leakage, region_run_name, region_runs
 
 
 def chapter_config() -> TrainConfig:
@@ -61,12 +62,43 @@ def fast_split_sizes(valid_size: int, test_size: int, class_counts: dict[str, in
     return f"{in_all}, {per_class} per class"
 
 
+#: the regions chapter 7 retrains chapter 3's recipe on (its "full" model is chapter 3's)
+CHAPTER_REGIONS = tuple(region for region in REGIONS if region != "full")
+
+
+def chapter_run_name(preset_name: str) -> str:
+    """The folder name of chapter 3's model trained with ``preset_name``: ``ch03-<preset>``."""
+    return f"ch03-{preset_name}"
+
+
+def region_runs_name(preset_name: str) -> str:
+    """The name chapter 7's region runs share (:func:`cxrlib.trust.region_runs` adds the
+    region): ``ch07-<preset>``."""
+    return f"ch07-{preset_name}"
+
+
+def chapter_run_names(preset_name: str) -> list[str]:
+    """Every run the chapters train with ``preset_name``, in the order they train: chapter
+    3's model, then chapter 7's region variants (what ``tools/publish_runs.py`` publishes)."""
+    regions = [region_run_name(region_runs_name(preset_name), region) for region in CHAPTER_REGIONS]
+    return [chapter_run_name(preset_name), *regions]
+
+
 def chapter_run(data_dir: str | os.PathLike[str] | None = None) -> Path:
     """The run of chapter 3's model in the current mode (``ch03-fast`` or ``ch03-cpu`` under
     :func:`cxrlib.config.runs_dir`): trained the first time a chapter asks, then reused, so
     every chapter runs on its own in a fresh kernel."""
     config = chapter_config()
-    return ensure_run(config, f"ch03-{config.preset}", data_dir=data_dir)
+    return ensure_run(config, chapter_run_name(config.preset), data_dir=data_dir)
+
+
+def chapter_region_runs(data_dir: str | os.PathLike[str] | None = None) -> dict[str, Path]:
+    """Chapter 7's runs: chapter 3's model as ``"full"``, and the chapter's recipe retrained
+    on each region of :data:`CHAPTER_REGIONS` (trained the first time, then reused)."""
+    config = chapter_config()
+    runs = {"full": chapter_run(data_dir)}
+    runs.update(region_runs(config, region_runs_name(config.preset), regions=CHAPTER_REGIONS, data_dir=data_dir))
+    return runs
 
 
 def build_note_text(

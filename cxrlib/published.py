@@ -41,7 +41,7 @@ from typing import Any, BinaryIO
 
 from tqdm.auto import tqdm
 
-from .config import CXRError, downloads_enabled, runs_url
+from .config import CXRError, downloads_enabled, runs_url, write_json
 
 #: Version of the manifest's layout; a manifest of another format is not read.
 FORMAT = 1
@@ -125,10 +125,6 @@ def _move_into_place(staging: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
 def write_published_run(run_dir: str | os.PathLike[str], out_root: str | os.PathLike[str], name: str, key: str) -> Path:
     """Copy a finished run's :data:`PUBLISHED_FILES` to ``<out_root>/runs/<name>/`` with a
     ``manifest.json`` giving each file's sha256 and size, and the run's ``key``
@@ -153,7 +149,7 @@ def write_published_run(run_dir: str | os.PathLike[str], out_root: str | os.Path
             for fname in PUBLISHED_FILES:
                 shutil.copyfile(run_dir / fname, staging / fname)
                 files[fname] = file_digest(staging / fname)
-            _write_json(staging / MANIFEST, {"format": FORMAT, "name": name, "key": key, "files": files})
+            write_json(staging / MANIFEST, {"format": FORMAT, "name": name, "key": key, "files": files})
             _move_into_place(staging, target)
     except OSError as err:
         raise CXRError(f"cannot publish run {name} to {target}: {err.strerror or err}") from None
@@ -309,7 +305,7 @@ def fetch_published_run(
                 for fname in PUBLISHED_FILES:
                     with open(staging / fname, "wb") as out:
                         _download(folder_url + fname, fname, files[fname], out, timeout, progress)
-                _write_json(staging / MANIFEST, {"format": FORMAT, "name": name, "key": key, "files": files})
+                write_json(staging / MANIFEST, {"format": FORMAT, "name": name, "key": key, "files": files})
                 _move_into_place(staging, dest)
         except OSError as err:  # the local side: cannot create, write or rename the folder
             raise _NotUsed(f"cannot write {dest}: {err.strerror or err}") from None

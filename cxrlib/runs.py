@@ -14,11 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import resolve_data_dir, runs_dir
+from .config import resolve_data_dir, runs_dir, write_json
 from .data import data_fingerprint
 from .published import fetch_published_run, run_key
 from .recipe import TrainConfig
-from .train import describe_eval_size, describe_offsets, train, write_json
+from .train import describe_eval_size, describe_offsets, train
 
 
 def run_outcome(run_dir: str | os.PathLike[str]) -> dict[str, Any]:

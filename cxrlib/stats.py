@@ -53,15 +53,24 @@ def mcnemar(correct_a: str | np.ndarray, correct_b: str | np.ndarray) -> dict[st
     return {"a_only": a_only, "b_only": b_only, "p": p}
 
 
+def format_p(p: float) -> str:
+    """A p-value as every page and table of the book prints it: ``p = 0.24`` (two decimals
+    from 0.1 up), ``p = 0.039`` (two significant digits below 0.1, so that 0.049 never reads
+    as 0.05), ``p < 0.001`` below that (zeros would read as impossible)."""
+    if p < 0.001:
+        return "p < 0.001"
+    return f"p = {p:.2g}" if p < 0.1 else f"p = {p:.2f}"
+
+
 def describe_paired(name_a: str, name_b: str, test: dict[str, Any], alpha: float = 0.05) -> str:
     """One sentence reading a :func:`mcnemar` result, e.g. for a chapter to print."""
     a_only, b_only, p = test["a_only"], test["b_only"], test["p"]
     if a_only + b_only == 0:
         return f"{name_a} and {name_b} got exactly the same images right: no difference to test."
     verdict = (
-        f"a difference unlikely to be chance (McNemar p = {p:.3g} < {alpha:g})"
+        f"a difference unlikely to be chance (McNemar {format_p(p)} < {alpha:g})"
         if p < alpha
-        else f"no measurable difference (McNemar p = {p:.2f})"
+        else f"no measurable difference (McNemar {format_p(p)})"
     )
     return f"{a_only} images only {name_a} got right and {b_only} only {name_b} got right: {verdict}."
 

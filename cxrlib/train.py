@@ -48,7 +48,7 @@ from .checkpoint import (
     predict_proba,
     save_checkpoint,
 )
-from .config import CXRError
+from .config import CXRError, write_json
 from .data import CXRData, CXRDataset
 from .metrics import basic_metrics
 from .models import build_model, set_backbone_trainable
@@ -205,12 +205,6 @@ def _seed_epoch(seed: int, epoch: int) -> None:
     torch.manual_seed(mixed)
     random.seed(mixed)
     np.random.seed(mixed % (2**32))
-
-
-def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def prepare_run_dir(out: str | os.PathLike[str], *, resume: bool, overwrite: bool = False) -> Path:

@@ -53,7 +53,7 @@ from .regions import (
     lung_regions_for,
 )
 from .runs import describe_outcome, ensure_run
-from .stats import describe_paired, exact_interval, mcnemar, with_interval
+from .stats import describe_paired, exact_interval, format_p, mcnemar, with_interval
 
 if TYPE_CHECKING:
     from .recipe import TrainConfig
@@ -164,16 +164,21 @@ def region_runs(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
-    """Train (or reuse) ``config`` once per region, as runs ``<name>-<region>`` under
+    """Train (or reuse) ``config`` once per region, as runs :func:`region_run_name` under
     :func:`cxrlib.config.runs_dir` (see :func:`cxrlib.runs.ensure_run`)."""
     out = {}
     for region in regions:
         if region not in REGIONS:
             raise CXRError(f"unknown region {region!r}; choose from {', '.join(REGIONS)}")
         out[region] = ensure_run(
-            replace(config, region=region), f"{name}-{region}", data_dir=data_dir, progress=progress, log=log
+            replace(config, region=region), region_run_name(name, region), data_dir=data_dir, progress=progress, log=log
         )
     return out
+
+
+def region_run_name(name: str, region: str) -> str:
+    """The folder name of ``name``'s run for one region: ``<name>-<region>``."""
+    return f"{name}-{region}"
 
 
 def region_table(
@@ -343,7 +348,7 @@ def read_region_pairs(pairs: Any, alpha: float = 0.05, *, region: str = "the lun
             meaning = (
                 f"{ahead[0].upper()}{ahead[1:]} got {abs(other_only - full_only)} more of these {n} test "
                 f"images right (accuracy {high:.2f} against {low:.2f}), but with this many images a "
-                f"difference of this size cannot be told from chance (McNemar p = {float(row['McNemar p']):.2f})"
+                f"difference of this size cannot be told from chance (McNemar {format_p(float(row['McNemar p']))})"
                 + ("; this does not say that the full model uses the lungs." if other_ahead and not hidden else ".")
             )
         out.append(f"Full image vs {against}: {row['reading']} {meaning}")

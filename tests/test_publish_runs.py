@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from cxrlib import pages, trust
 from cxrlib.data import data_fingerprint
+from cxrlib.pages import chapter_run_names
 from cxrlib.published import MANIFEST, PUBLISHED_FILES, run_key, verify_published_run
 from cxrlib.recipe import preset
 
@@ -31,7 +34,21 @@ def _finished(runs: Path, name: str, config: dict[str, object], data_dir: Path) 
 
 
 def test_chapter_run_names() -> None:
-    assert publish_runs.chapter_run_names("cpu") == ["ch03-cpu", "ch07-cpu-hide-lungs", "ch07-cpu-lungs-only"]
+    assert chapter_run_names("cpu") == ["ch03-cpu", "ch07-cpu-hide-lungs", "ch07-cpu-lungs-only"]
+
+
+def test_publishes_the_runs_the_chapters_train(monkeypatch: pytest.MonkeyPatch) -> None:
+    trained: list[str] = []
+
+    def fake_ensure_run(config: Any, name: str, **kwargs: Any) -> Path:
+        trained.append(name)
+        return Path(name)
+
+    monkeypatch.setattr(pages, "ensure_run", fake_ensure_run)
+    monkeypatch.setattr(trust, "ensure_run", fake_ensure_run)
+    runs = pages.chapter_region_runs()
+    assert trained == chapter_run_names(pages.chapter_config().preset)
+    assert list(runs) == ["full", *pages.CHAPTER_REGIONS]
 
 
 def test_publishes_each_run_with_the_key_a_reader_computes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxrlib.stats import describe_paired, exact_interval, mcnemar
+from cxrlib.stats import describe_paired, exact_interval, format_p, mcnemar
 
 
 def test_mcnemar_counts_discordant_images_and_gives_the_exact_p() -> None:
@@ -33,3 +33,11 @@ def test_paired_sentence_reads_the_test() -> None:
     assert strong.startswith("30 images only A got right and 2 only B got right") and "unlikely to be chance" in strong
     weak = describe_paired("A", "B", mcnemar("1100", "0011"))
     assert "no measurable difference (McNemar p = 1.00)" in weak
+
+
+def test_p_values_are_printed_one_way_and_never_as_zero() -> None:
+    assert format_p(0.0004) == "p < 0.001"
+    assert format_p(0.0039) == "p = 0.0039"
+    assert format_p(0.049) == "p = 0.049"  # not "0.05", which would read as not significant
+    assert format_p(0.1) == "p = 0.10"
+    assert format_p(1.0) == "p = 1.00"

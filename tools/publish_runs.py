@@ -7,9 +7,9 @@ configuration and the fingerprint of the data it was trained on
 (:func:`cxrlib.published.run_key`, :func:`cxrlib.data.data_fingerprint`). A reader's copy of
 the book downloads a run only when its own configuration and data give the same key.
 
-The default names are the runs the chapters train in the current mode (``CXR_FAST``): chapter
-3's model (``pages.chapter_run``), used by chapters 3 to 7, and chapter 7's region variants
-(``trust.region_runs``). Chapter 3's toy runs are left out: they train in seconds, faster
+The default names are the runs the chapters train in the current mode (``CXR_FAST``),
+``pages.chapter_run_names``: chapter 3's model (``pages.chapter_run``), used by chapters 3 to
+7, and chapter 7's region variants (``pages.chapter_region_runs``). Chapter 3's toy runs are left out: they train in seconds, faster
 than a download of their checkpoints. Usage::
 
     python tools/publish_runs.py RUNS_DIR HTML_DIR [--names NAME ...] [--data DIR]
@@ -27,15 +27,8 @@ from pathlib import Path
 
 from cxrlib.config import CXRError
 from cxrlib.data import data_fingerprint
-from cxrlib.pages import chapter_config
+from cxrlib.pages import chapter_config, chapter_run_names
 from cxrlib.published import run_key, verify_published_run, write_published_run
-from cxrlib.regions import REGIONS
-
-
-def chapter_run_names(preset: str) -> list[str]:
-    """The runs the chapters train with ``preset``: ``ch03-<preset>`` (chapters 3-7) and
-    ``ch07-<preset>-<region>`` for each region variant of chapter 7."""
-    return [f"ch03-{preset}"] + [f"ch07-{preset}-{region}" for region in REGIONS if region != "full"]
 
 
 def publish(runs_dir: Path, html_dir: Path, name: str, data_dir: str | None = None) -> str:
