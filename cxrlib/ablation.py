@@ -13,7 +13,9 @@ overlapping intervals. A variant is compared with the starting recipe at the scr
 budget (``base``, 12 epochs), except a ``preset+...`` variant: one change on top of the
 ``no-noise-blur`` recipe at the whole budget (:data:`PRESET_BASE_RUNS`), compared with its runs.
 The ``cpu`` preset is one of them, ``preset+fewer-lung-opacity`` (:data:`PRESET_RUNS`), with
-two choices that need no retraining (``recipe_posthoc.json``, :func:`preset_choice`).
+two choices that need no retraining (``recipe_posthoc.json``, :func:`preset_choice`). A
+``cpu+...`` variant changes one thing of the preset itself and is compared with the preset's
+runs, in the table and as both predict (:func:`challengers`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from .stats import mcnemar
+from .stats import format_p, mcnemar
 
 #: The classes without the sample's segmented-background shortcut: what a recipe is judged by.
 HONEST_CLASSES = ("COVID", "Normal", "Viral Pneumonia")
@@ -39,6 +41,9 @@ PRESET_BASE_RUNS = ("no-noise-blur", 22)
 #: one its base's runs are compared with in :func:`preset_choice`.
 PRESET_PREDICTION = "size+32+offsets"
 BASE_PREDICTION = "offsets"
+#: Variants whose name starts with this change one thing of the ``cpu`` preset as it is, and
+#: are compared with its runs (:data:`PRESET_RUNS`), as they predict (:func:`challengers`).
+CHALLENGER_PREFIX = "cpu+"
 #: How the tables name the ``cpu`` preset's own runs (a variant name alone does not say it).
 PRESET_NAME = "cpu preset"
 
@@ -75,6 +80,17 @@ def posthoc_reference(choice: str) -> str:
 def _posthoc_results() -> dict[str, dict[str, dict[str, Any]]]:
     with resources.files("cxrlib").joinpath("recipe_posthoc.json").open() as f:
         return dict(json.load(f))
+
+
+def _measured_runs() -> dict[tuple[str, int], list[int]]:
+    """The seeds of each ``(variant, epochs)`` with runs in ``recipe_posthoc.json``, in the
+    file's order (its keys are :func:`run_name` folder names)."""
+    seeds: dict[tuple[str, int], list[int]] = {}
+    for run in _posthoc_results():
+        parsed = re.fullmatch(r"(.+)-e(\d+)x\d+-s(\d+)", run)
+        if parsed:
+            seeds.setdefault((parsed.group(1), int(parsed.group(2))), []).append(int(parsed.group(3)))
+    return seeds
 
 
 def load_posthoc() -> pd.DataFrame:
@@ -134,19 +150,28 @@ def posthoc_verdicts(posthoc: pd.DataFrame | None = None, alpha: float = 0.05) -
     return out
 
 
-def preset_choice(seeds: tuple[int, ...] = (0, 1)) -> pd.DataFrame:
-    """The ``cpu`` preset as it predicts (:data:`PRESET_RUNS` with :data:`PRESET_PREDICTION`)
-    against the recipe it replaced (:data:`PRESET_BASE_RUNS` with :data:`BASE_PREDICTION`),
-    seed by seed, on the same validation images: the three honest classes' accuracy and
-    sensitivities, and McNemar's test over all images (the offsets cross-fitted in both)."""
+def prediction_comparison(
+    new: tuple[str, int],
+    old: tuple[str, int],
+    new_prediction: str = PRESET_PREDICTION,
+    old_prediction: str = PRESET_PREDICTION,
+    seeds: tuple[int, ...] | None = None,
+) -> pd.DataFrame:
+    """Two recipes' runs (``(variant, epochs)`` each), each as it predicts (a choice of
+    ``recipe_posthoc.json``), seed by seed on the same validation images: the three honest
+    classes' accuracy and sensitivities, before (``old``) and now (``new``), and McNemar's
+    test over all images. ``seeds``: those both recipes have (the default), or the ones given."""
     results = _posthoc_results()
+    if seeds is None:
+        measured = _measured_runs()
+        seeds = tuple(sorted(set(measured.get(new, ())) & set(measured.get(old, ()))))
     rows = []
     for seed in seeds:
-        new = results[run_name(*PRESET_RUNS, seed)][PRESET_PREDICTION]
-        old = results[run_name(*PRESET_BASE_RUNS, seed)][BASE_PREDICTION]
-        test = mcnemar(new["correct"], old["correct"])
+        now = results[run_name(*new, seed)][new_prediction]
+        before = results[run_name(*old, seed)][old_prediction]
+        test = mcnemar(now["correct"], before["correct"])
         row: dict[str, Any] = {"seed": seed}
-        for label, scores in (("before", old), ("now", new)):
+        for label, scores in (("before", before), ("now", now)):
             row[f"accuracy (3 classes), {label}"] = scores["accuracy_3class"]
             for c in HONEST_CLASSES:
                 row[f"{c} sensitivity, {label}"] = scores[f"sens_{c}"]
@@ -156,10 +181,16 @@ def preset_choice(seeds: tuple[int, ...] = (0, 1)) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("seed")
 
 
-def describe_preset_choice(choice: pd.DataFrame | None = None) -> str:
-    """What :func:`preset_choice` shows, in one paragraph: per seed, the honest classes'
-    accuracy before and now, the paired counts with McNemar's p, and the :func:`verdict`."""
-    choice = preset_choice() if choice is None else choice
+def preset_choice(seeds: tuple[int, ...] = (0, 1)) -> pd.DataFrame:
+    """The ``cpu`` preset as it predicts (:data:`PRESET_RUNS` with :data:`PRESET_PREDICTION`)
+    against the recipe it replaced (:data:`PRESET_BASE_RUNS` with :data:`BASE_PREDICTION`):
+    :func:`prediction_comparison` (the offsets cross-fitted in both)."""
+    return prediction_comparison(PRESET_RUNS, PRESET_BASE_RUNS, PRESET_PREDICTION, BASE_PREDICTION, seeds)
+
+
+def describe_comparison(choice: pd.DataFrame) -> str:
+    """A :func:`prediction_comparison` in words: per seed, the honest classes' accuracy
+    before and now, the paired counts with McNemar's p, then the :func:`verdict`."""
     parts = []
     for seed, row in choice.iterrows():
         sens = ", ".join(
@@ -174,12 +205,40 @@ def describe_preset_choice(choice: pd.DataFrame | None = None) -> str:
         {"a_only": int(r["images only now right"]), "b_only": int(r["images only before right"]), "p": r["McNemar p"]}
         for _, r in choice.iterrows()
     ]
+    return "; ".join(parts) + f". Verdict: {verdict(paired)}."
+
+
+def describe_preset_choice(choice: pd.DataFrame | None = None) -> str:
+    """What :func:`preset_choice` shows, in one paragraph (:func:`describe_comparison`)."""
+    choice = preset_choice() if choice is None else choice
     base, base_epochs = PRESET_BASE_RUNS
     return (
         f"Stored measurement (cxrlib/recipe_posthoc.json, validation split of the book's sample): the cpu preset as "
         f"it predicts ({PRESET_RUNS[0]}, {PRESET_PREDICTION}) against the recipe it replaced ({base} at "
-        f"{base_epochs} epochs, {BASE_PREDICTION}): " + "; ".join(parts) + f". Verdict: {verdict(paired)}."
+        f"{base_epochs} epochs, {BASE_PREDICTION}): " + describe_comparison(choice)
     )
+
+
+def challengers() -> dict[str, pd.DataFrame]:
+    """The ``cpu+...`` variants (one change on top of the ``cpu`` preset) with runs in
+    ``recipe_posthoc.json``, each as the preset would make it predict (:data:`PRESET_PREDICTION`)
+    against the preset's own runs at the same seeds: :func:`prediction_comparison`, keyed by
+    ``(variant, epochs)`` as :func:`variant_label` names them."""
+    return {
+        key: prediction_comparison(key, PRESET_RUNS) for key in _measured_runs() if key[0].startswith(CHALLENGER_PREFIX)
+    }
+
+
+def describe_challengers() -> list[str]:
+    """One paragraph per :func:`challengers` entry: what it scored against the preset, seed by
+    seed, and the :func:`verdict`."""
+    out = []
+    for (variant, epochs), choice in challengers().items():
+        out.append(
+            f"{variant} ({epochs} epochs, {PRESET_PREDICTION}) against the cpu preset ({PRESET_PREDICTION}): "
+            + describe_comparison(choice)
+        )
+    return out
 
 
 def load_recipe_runs() -> pd.DataFrame:
@@ -189,15 +248,18 @@ def load_recipe_runs() -> pd.DataFrame:
 
 
 def reference_of(variant: str, baseline: str = "base", baseline_epochs: int = 12) -> tuple[str, int]:
-    """The ``(variant, epochs)`` rows a variant is compared with: :data:`PRESET_BASE_RUNS` for
-    a ``preset+...`` variant, the starting recipe at the screening budget otherwise."""
+    """The ``(variant, epochs)`` rows a variant is compared with: the preset's own
+    (:data:`PRESET_RUNS`) for a ``cpu+...`` variant, :data:`PRESET_BASE_RUNS` for a
+    ``preset+...`` variant, the starting recipe at the screening budget otherwise."""
+    if variant.startswith(CHALLENGER_PREFIX):
+        return PRESET_RUNS
     return PRESET_BASE_RUNS if variant.startswith("preset+") else (baseline, baseline_epochs)
 
 
 def recipe_summary(runs: pd.DataFrame | None = None, baseline: str = "base", baseline_epochs: int = 12) -> pd.DataFrame:
     """One row per variant and budget (named by :func:`variant_label`): its seeds, mean
     validation numbers over the seeds, minutes, and the paired comparison with ``baseline`` (trained for ``baseline_epochs``,
-    the screening budget; :data:`PRESET_BASE_RUNS` for a ``preset+...`` variant) at the same seed:
+    the screening budget; :func:`reference_of` for a ``preset+...`` or ``cpu+...`` variant) at the same seed:
     images only one of the two got right, McNemar's p-value per seed, and the :func:`verdict`."""
     runs = load_recipe_runs() if runs is None else runs
     rows = []
@@ -225,12 +287,6 @@ def recipe_summary(runs: pd.DataFrame | None = None, baseline: str = "base", bas
             "verdict": "baseline" if is_ref else verdict(tests),
         })  # fmt: skip
     return pd.DataFrame(rows).set_index("variant")
-
-
-def format_p(p: float) -> str:
-    """A p-value as the tables print it: ``p<0.01`` below 0.01 (two decimals would show
-    ``p=0.00``, which reads as impossible), otherwise ``p=0.06``."""
-    return "p<0.01" if p < 0.01 else f"p={p:.2f}"
 
 
 def verdict(paired: list[dict[str, Any]], alpha: float = 0.05) -> str:

@@ -9,19 +9,22 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from cxrlib import ablation
 from cxrlib.ablation import (
     HONEST_CLASSES,
     PRESET_BASE_RUNS,
     PRESET_PREDICTION,
     PRESET_RUNS,
+    challengers,
+    describe_challengers,
     describe_preset_choice,
     describe_variant,
-    format_p,
     load_posthoc,
     load_recipe_runs,
     posthoc_verdicts,
     preset_choice,
     recipe_summary,
+    reference_of,
     run_label,
     run_name,
     variant_label,
@@ -48,12 +51,6 @@ def test_verdict_needs_every_seed_to_agree_and_be_significant() -> None:
     assert verdict([win, loss]) == "no consistent difference"
     assert verdict([]) == "not compared"
     assert verdict([win]) == "one seed only: no verdict"
-
-
-def test_p_values_below_a_hundredth_are_not_printed_as_zero() -> None:
-    assert format_p(0.004) == "p<0.01"
-    assert format_p(0.01) == "p=0.01"
-    assert format_p(0.0649) == "p=0.06"
 
 
 def _run(variant: str, seed: int, epochs: int, correct: str) -> dict[str, object]:
@@ -92,7 +89,7 @@ def test_summary_pairs_each_seed_with_the_baseline() -> None:
     assert summary.loc["base, 12 × 100", "verdict"] == "baseline"
     assert summary.loc["bigger, 12 × 100", "verdict"] == "better"
     assert summary.loc["bigger, 12 × 100", "accuracy (4 classes)"] == pytest.approx(0.925)
-    assert "seed 0: +35/-0 (p<0.01)" in summary.loc["bigger, 12 × 100", "paired, per seed"]
+    assert "seed 0: +35/-0 (p < 0.001)" in summary.loc["bigger, 12 × 100", "paired, per seed"]
 
 
 def test_a_change_on_top_of_the_preset_base_is_compared_with_it() -> None:
@@ -108,7 +105,7 @@ def test_a_change_on_top_of_the_preset_base_is_compared_with_it() -> None:
     row = summary.loc["preset+flip, 22 × 100"]
     assert row["compared with"] == "no-noise-blur, 22 × 100"
     assert "no-noise-blur, 22 × 100" in summary.index
-    assert row["paired, per seed"] == "seed 0: +0/-5 (p=0.06)"  # not +35/-0 against base
+    assert row["paired, per seed"] == "seed 0: +0/-5 (p = 0.062)"  # not +35/-0 against base
 
 
 def test_the_shipped_table_measures_the_cpu_preset_on_validation() -> None:
@@ -209,10 +206,46 @@ def test_describe_variant_names_what_it_is_compared_with() -> None:
         "at the same seed;"
     )
     assert f"mean validation accuracy {reference}" in sentence
-    assert sentence.endswith("seed 0: +0/-5 (p=0.06); verdict: one seed only: no verdict.")
+    assert sentence.endswith("seed 0: +0/-5 (p = 0.062); verdict: one seed only: no verdict.")
     # a variant with two budgets: the first listed, unless asked for
     assert "0.600 against 0.500 for the starting recipe (base, 12 × 100)" in describe_variant("no-noise-blur", runs)
     assert "0.900 against 0.500 for the starting recipe" in describe_variant("no-noise-blur", runs, epochs=22)
     assert variant_verdict("preset+flip", runs) == "one seed only: no verdict"
     with pytest.raises(KeyError, match="no measured variant"):
         describe_variant("no-such-variant", runs)
+
+
+def _scores(correct: str) -> dict[str, object]:
+    """A post-hoc result of 300 honest images, 100 per class, in the shipped file's form."""
+    per_class = {c: correct[100 * k : 100 * (k + 1)].count("1") / 100 for k, c in enumerate(HONEST_CLASSES)}
+    return {
+        "accuracy_3class": correct.count("1") / len(correct),
+        **{f"sens_{c}": v for c, v in per_class.items()},
+        "correct": correct,
+    }
+
+
+def test_a_change_on_top_of_the_preset_is_compared_with_the_preset_as_both_predict(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    preset_runs = {run_name(*PRESET_RUNS, s): {PRESET_PREDICTION: _scores("1" * 290 + "0" * 10)} for s in (0, 1)}
+    # seed 0: 6 images more right than the preset, seed 1: 5 fewer; seed 2 has no preset run
+    stored = {
+        **preset_runs,
+        "cpu+bigger-e22x2000-s0": {PRESET_PREDICTION: _scores("1" * 296 + "0" * 4)},
+        "cpu+bigger-e22x2000-s1": {PRESET_PREDICTION: _scores("1" * 285 + "0" * 15)},
+        "cpu+bigger-e22x2000-s2": {PRESET_PREDICTION: _scores("1" * 300)},
+        "preset+other-e22x2000-s0": {PRESET_PREDICTION: _scores("1" * 300)},
+    }
+    monkeypatch.setattr(ablation, "_posthoc_results", lambda: stored)
+    assert reference_of("cpu+bigger") == PRESET_RUNS
+    found = challengers()
+    assert list(found) == [("cpu+bigger", 22)]  # a preset+... variant is not one
+    choice = found[("cpu+bigger", 22)]
+    assert list(choice.index) == [0, 1]  # the seeds both have
+    assert list(choice["images only now right"]) == [6, 0] and list(choice["images only before right"]) == [0, 5]
+    assert choice.loc[1, "Viral Pneumonia sensitivity, now"] == 0.85
+    (sentence,) = describe_challengers()
+    assert sentence.startswith("cpu+bigger (22 epochs, size+32+offsets) against the cpu preset (size+32+offsets): ")
+    assert "seed 0: accuracy (3 classes) 0.967 -> 0.987" in sentence
+    assert sentence.endswith("Verdict: no consistent difference.")

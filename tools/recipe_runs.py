@@ -71,6 +71,12 @@ def starting_recipe(seed: int) -> TrainConfig:
 
 
 #: Each variant: what it changes, as overrides of :func:`starting_recipe`.
+#: the cpu preset's training: no noise or blur, Lung_Opacity drawn at weight 0.4
+_PRESET_TRAINING: dict[str, Any] = {
+    "augment": replace(_AUG, noise=0.0, blur=0.0),
+    "class_shares": {"Lung_Opacity": 0.4},
+}
+
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": {},
     "resnet18-112px": {"arch": "resnet18", "img_size": 112},
@@ -85,9 +91,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-ema": {"ema_decay": None},
     # one change on top of the cpu preset (no-noise-blur at 22 x 2,000)
     "preset+hflip": {"augment": replace(_AUG, noise=0.0, blur=0.0, hflip=True)},
-    "preset+fewer-lung-opacity": {"augment": replace(_AUG, noise=0.0, blur=0.0), "class_shares": {"Lung_Opacity": 0.4}},
+    "preset+fewer-lung-opacity": _PRESET_TRAINING,
     # with --epochs 30: about the preset's minutes, spent on more, smaller images
     "preset+128px": {"augment": replace(_AUG, noise=0.0, blur=0.0), "img_size": 128},
+    # one change on top of the cpu preset as it is (the training of preset+fewer-lung-opacity),
+    # compared with the preset's runs as both predict (ablation.challengers)
+    "cpu+176px": {**_PRESET_TRAINING, "img_size": 176},
+    "cpu+more-covid": {**_PRESET_TRAINING, "class_shares": {"Lung_Opacity": 0.4, "COVID": 1.5}},
 }
 
 FIELDS = [
