@@ -235,7 +235,8 @@ def describe_challengers() -> list[str]:
     out = []
     for (variant, epochs), choice in challengers().items():
         out.append(
-            f"{variant} ({epochs} epochs, {PRESET_PREDICTION}) against the cpu preset ({PRESET_PREDICTION}): "
+            f"{variant} ({epochs} epochs, {PRESET_PREDICTION}) against the cpu preset ({PRESET_PREDICTION}), the "
+            f"preset's numbers first, then +a/-b: a images only {variant} got right, b only the preset: "
             + describe_comparison(choice)
         )
     return out

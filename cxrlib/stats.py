@@ -68,7 +68,7 @@ def describe_paired(name_a: str, name_b: str, test: dict[str, Any], alpha: float
     if a_only + b_only == 0:
         return f"{name_a} and {name_b} got exactly the same images right: no difference to test."
     verdict = (
-        f"a difference unlikely to be chance (McNemar {format_p(p)} < {alpha:g})"
+        f"a difference unlikely to be chance (McNemar {format_p(p)}, below {alpha:g})"
         if p < alpha
         else f"no measurable difference (McNemar {format_p(p)})"
     )

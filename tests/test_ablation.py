@@ -246,6 +246,9 @@ def test_a_change_on_top_of_the_preset_is_compared_with_the_preset_as_both_predi
     assert list(choice["images only now right"]) == [6, 0] and list(choice["images only before right"]) == [0, 5]
     assert choice.loc[1, "Viral Pneumonia sensitivity, now"] == 0.85
     (sentence,) = describe_challengers()
-    assert sentence.startswith("cpu+bigger (22 epochs, size+32+offsets) against the cpu preset (size+32+offsets): ")
+    assert sentence.startswith(
+        "cpu+bigger (22 epochs, size+32+offsets) against the cpu preset (size+32+offsets), the preset's numbers "
+        "first, then +a/-b: a images only cpu+bigger got right, b only the preset: seed 0: "
+    )
     assert "seed 0: accuracy (3 classes) 0.967 -> 0.987" in sentence
     assert sentence.endswith("Verdict: no consistent difference.")

@@ -30,7 +30,8 @@ def test_exact_interval_matches_known_values() -> None:
 def test_paired_sentence_reads_the_test() -> None:
     assert describe_paired("A", "B", mcnemar("1" * 20, "1" * 20)).endswith("no difference to test.")
     strong = describe_paired("A", "B", mcnemar("1" * 30 + "0" * 2, "0" * 30 + "1" * 2))
-    assert strong.startswith("30 images only A got right and 2 only B got right") and "unlikely to be chance" in strong
+    assert strong.startswith("30 images only A got right and 2 only B got right")
+    assert strong.endswith("a difference unlikely to be chance (McNemar p < 0.001, below 0.05).")
     weak = describe_paired("A", "B", mcnemar("1100", "0011"))
     assert "no measurable difference (McNemar p = 1.00)" in weak
 
