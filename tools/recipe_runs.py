@@ -98,6 +98,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # compared with the preset's runs as both predict (ablation.challengers)
     "cpu+176px": {**_PRESET_TRAINING, "img_size": 176},
     "cpu+more-covid": {**_PRESET_TRAINING, "class_shares": {"Lung_Opacity": 0.4, "COVID": 1.5}},
+    "cpu+no-ema": {**_PRESET_TRAINING, "ema_decay": None},
+    "cpu+no-label-smoothing": {**_PRESET_TRAINING, "label_smoothing": 0.0},
 }
 
 FIELDS = [
