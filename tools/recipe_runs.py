@@ -70,34 +70,33 @@ def starting_recipe(seed: int) -> TrainConfig:
     )
 
 
-#: Each variant: what it changes, as overrides of :func:`starting_recipe`.
+#: the base of the ``preset+...`` variants (the cpu preset before preset+fewer-lung-opacity)
+_NO_NOISE_BLUR: dict[str, Any] = {"augment": replace(_AUG, noise=0.0, blur=0.0)}
 #: the cpu preset's training: no noise or blur, Lung_Opacity drawn at weight 0.4
-_PRESET_TRAINING: dict[str, Any] = {
-    "augment": replace(_AUG, noise=0.0, blur=0.0),
-    "class_shares": {"Lung_Opacity": 0.4},
-}
+_PRESET_TRAINING: dict[str, Any] = {**_NO_NOISE_BLUR, "class_shares": {"Lung_Opacity": 0.4}}
 
+#: Each variant: what it changes, as overrides of :func:`starting_recipe`.
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": {},
     "resnet18-112px": {"arch": "resnet18", "img_size": 112},
     "192px": {"img_size": 192},
     "128px": {"img_size": 128},
     "sgd-nesterov": {"optimizer": "sgd", "lr": 0.05, "weight_decay": 5e-4},
-    "no-noise-blur": {"augment": replace(_AUG, noise=0.0, blur=0.0)},
+    "no-noise-blur": _NO_NOISE_BLUR,
     "no-gamma": {"augment": replace(_AUG, gamma=(1.0, 1.0))},
     "hflip": {"augment": replace(_AUG, hflip=True)},
     "no-label-smoothing": {"label_smoothing": 0.0},
     "not-balanced": {"balanced": False},
     "no-ema": {"ema_decay": None},
     # one change on top of the cpu preset (no-noise-blur at 22 x 2,000)
-    "preset+hflip": {"augment": replace(_AUG, noise=0.0, blur=0.0, hflip=True)},
+    "preset+hflip": {"augment": replace(_NO_NOISE_BLUR["augment"], hflip=True)},
     "preset+fewer-lung-opacity": _PRESET_TRAINING,
     # with --epochs 30: about the preset's minutes, spent on more, smaller images
-    "preset+128px": {"augment": replace(_AUG, noise=0.0, blur=0.0), "img_size": 128},
+    "preset+128px": {**_NO_NOISE_BLUR, "img_size": 128},
     # one change on top of the cpu preset as it is (the training of preset+fewer-lung-opacity),
     # compared with the preset's runs as both predict (ablation.challengers)
     "cpu+176px": {**_PRESET_TRAINING, "img_size": 176},
-    "cpu+more-covid": {**_PRESET_TRAINING, "class_shares": {"Lung_Opacity": 0.4, "COVID": 1.5}},
+    "cpu+more-covid": {**_PRESET_TRAINING, "class_shares": {**_PRESET_TRAINING["class_shares"], "COVID": 1.5}},
     "cpu+no-ema": {**_PRESET_TRAINING, "ema_decay": None},
     "cpu+no-label-smoothing": {**_PRESET_TRAINING, "label_smoothing": 0.0},
 }
