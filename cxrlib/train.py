@@ -695,7 +695,7 @@ def _set_eval_size(
     }
     metrics = _with_validation(best["metrics"], after)
     preprocessing = {**best["preprocessing"], "img_size": size}
-    _save_step(run_dir, best, "eval_size", record, {"preprocessing": preprocessing, "metrics": metrics}, preprocessing)
+    _save_step(run_dir, best, "eval_size", record, {"preprocessing": preprocessing, "metrics": metrics})
     say(f"predicting at {describe_eval_size(record)}")
     return metrics
 
@@ -712,22 +712,15 @@ def _with_validation(metrics: dict[str, Any], measured: dict[str, Any]) -> dict[
     return {**metrics, "valid_accuracy": measured["accuracy"], "valid_macro_auc": measured["macro_auc"]}
 
 
-def _save_step(
-    run_dir: Path,
-    best: dict[str, Any],
-    key: str,
-    record: dict[str, Any],
-    changes: dict[str, Any],
-    preprocessing: dict[str, Any] | None = None,
-) -> None:
+def _save_step(run_dir: Path, best: dict[str, Any], key: str, record: dict[str, Any], changes: dict[str, Any]) -> None:
     """Rewrite ``best.pt`` after a step that follows training (the prediction size, the class
     offsets): its ``changes`` and the step's ``record`` under ``key``, also written to
     ``config.json`` (with the new ``preprocessing``, when the step changed it)."""
     save_checkpoint({**best, **changes, key: record}, run_dir / "best.pt")
     config_path = run_dir / "config.json"
     saved = json.loads(config_path.read_text())
-    if preprocessing is not None:
-        saved["preprocessing"] = preprocessing
+    if "preprocessing" in changes:
+        saved["preprocessing"] = changes["preprocessing"]
     write_json(config_path, {**saved, key: record})
 
 
