@@ -15,7 +15,8 @@ budget (``base``, 12 epochs), except a ``preset+...`` variant: one change on top
 The ``cpu`` preset is one of them, ``preset+fewer-lung-opacity`` (:data:`PRESET_RUNS`), with
 two choices that need no retraining (``recipe_posthoc.json``, :func:`preset_choice`). A
 ``cpu+...`` variant changes one thing of the preset itself and is compared with the preset's
-runs, in the table and as both predict (:func:`challengers`).
+runs, in the table and as both predict (:func:`challengers`). The preset's own training,
+repeated at more seeds (:func:`preset_seeds`), shows what the seed alone does to one recipe.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from typing import Any
 
 import pandas as pd
 
-from .stats import format_p, mcnemar
+from .config import CLASS_NAMES
+from .stats import exact_interval, format_p, mcnemar, with_interval
 
 #: The classes without the sample's segmented-background shortcut: what a recipe is judged by.
 HONEST_CLASSES = ("COVID", "Normal", "Viral Pneumonia")
@@ -61,13 +63,18 @@ def run_name(variant: str, epochs: int | str, seed: int | str, epoch_images: int
     return f"{variant}-e{epochs}x{epoch_images}-s{seed}"
 
 
+def parse_run_name(run: str) -> tuple[str, int, int] | None:
+    """``(variant, epochs, seed)`` of a :func:`run_name` folder name, or None for another name."""
+    parsed = re.fullmatch(r"(.+)-e(\d+)x\d+-s(\d+)", run)
+    return (parsed.group(1), int(parsed.group(2)), int(parsed.group(3))) if parsed else None
+
+
 def run_label(run: str) -> str:
     """How the post-hoc table names a saved run: the preset's own runs
     (``preset+fewer-lung-opacity-e22x2000-s0``) as ``cpu preset, seed 0``; the others keep
     their folder name (``base-e12x2000-s0``)."""
-    variant, epochs = PRESET_RUNS
-    found = re.fullmatch(re.escape(f"{variant}-e{epochs}x") + r"\d+-s(\d+)", run)
-    return f"{PRESET_NAME}, seed {found.group(1)}" if found else run
+    parsed = parse_run_name(run)
+    return f"{PRESET_NAME}, seed {parsed[2]}" if parsed and parsed[:2] == PRESET_RUNS else run
 
 
 def posthoc_reference(choice: str) -> str:
@@ -86,10 +93,9 @@ def _measured_runs() -> dict[tuple[str, int], list[int]]:
     """The seeds of each ``(variant, epochs)`` with runs in ``recipe_posthoc.json``, in the
     file's order (its keys are :func:`run_name` folder names)."""
     seeds: dict[tuple[str, int], list[int]] = {}
-    for run in _posthoc_results():
-        parsed = re.fullmatch(r"(.+)-e(\d+)x\d+-s(\d+)", run)
-        if parsed:
-            seeds.setdefault((parsed.group(1), int(parsed.group(2))), []).append(int(parsed.group(3)))
+    for parsed in filter(None, map(parse_run_name, _posthoc_results())):
+        variant, epochs, seed = parsed
+        seeds.setdefault((variant, epochs), []).append(seed)
     return seeds
 
 
@@ -186,6 +192,57 @@ def preset_choice(seeds: tuple[int, ...] = (0, 1)) -> pd.DataFrame:
     against the recipe it replaced (:data:`PRESET_BASE_RUNS` with :data:`BASE_PREDICTION`):
     :func:`prediction_comparison` (the offsets cross-fitted in both)."""
     return prediction_comparison(PRESET_RUNS, PRESET_BASE_RUNS, PRESET_PREDICTION, BASE_PREDICTION, seeds)
+
+
+def preset_seeds(prediction: str = PRESET_PREDICTION) -> pd.DataFrame:
+    """The ``cpu`` preset's own runs (:data:`PRESET_RUNS`) at every measured seed, as it
+    predicts (``prediction`` of ``recipe_posthoc.json``), one row per seed: validation accuracy
+    on the three honest classes and each one's sensitivity, with exact (Clopper-Pearson) 95 %
+    intervals. The spread between the rows is what seeds alone do to one recipe: the yardstick
+    for every difference between recipes in this module's tables."""
+    results, runs = _posthoc_results(), load_recipe_runs()
+    rows = []
+    for seed in _measured_runs().get(PRESET_RUNS, []):
+        scores = results[run_name(*PRESET_RUNS, seed)][prediction]
+        measured = runs[(runs.variant == PRESET_RUNS[0]) & (runs.epochs == PRESET_RUNS[1]) & (runs.seed == seed)]
+        per_class = int(measured.valid_n.iloc[0]) // len(CLASS_NAMES)  # the validation split is stratified
+        row: dict[str, Any] = {"seed": seed}
+        for column, value, n in [
+            ("accuracy (3 classes)", scores["accuracy_3class"], per_class * len(HONEST_CLASSES))
+        ] + [(f"{c} sensitivity", scores[f"sens_{c}"], per_class) for c in HONEST_CLASSES]:
+            lo, hi = exact_interval(round(value * n), n)
+            row.update({column: value, f"{column} low": lo, f"{column} high": hi})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("seed")
+
+
+def preset_seeds_table(seeds: pd.DataFrame | None = None) -> pd.DataFrame:
+    """:func:`preset_seeds` as a page shows it: each number with its interval, ``0.950 [0.887, 0.984]``."""
+    seeds = preset_seeds() if seeds is None else seeds
+    columns = [c for c in seeds.columns if not c.endswith((" low", " high"))]
+    return pd.DataFrame(
+        {
+            f"{c} [95% CI]": [with_interval(r[c], (r[f"{c} low"], r[f"{c} high"])) for _, r in seeds.iterrows()]
+            for c in columns
+        },
+        index=seeds.index,
+    )
+
+
+def describe_preset_seeds(seeds: pd.DataFrame | None = None) -> str:
+    """:func:`preset_seeds` in one sentence: over how many seeds, and the range of each number."""
+    seeds = preset_seeds() if seeds is None else seeds
+    columns = ["accuracy (3 classes)"] + [f"{c} sensitivity" for c in HONEST_CLASSES]
+    ranges = ", ".join(
+        f"{c} {lo:.3f} at every seed" if lo == hi else f"{c} {lo:.3f} to {hi:.3f}"
+        for c in columns
+        for lo, hi in [(seeds[c].min(), seeds[c].max())]
+    )
+    return (
+        f"Stored measurement (cxrlib/recipe_posthoc.json, validation split): the cpu preset's own training at "
+        f"{len(seeds)} seeds ({', '.join(map(str, seeds.index))}), each predicting as the preset does "
+        f"({PRESET_PREDICTION}, the offsets cross-fitted): {ranges}. This is what the seed alone does to one recipe."
+    )
 
 
 def describe_comparison(choice: pd.DataFrame) -> str:
@@ -348,7 +405,9 @@ def describe_variant(variant: str, runs: pd.DataFrame | None = None, epochs: int
     row = recipe_summary(runs).loc[variant_label(variant, budget, images)]
     against_name, against_epochs = reference_of(variant)
     against = runs[(runs.variant == against_name) & (runs.epochs == against_epochs)]
-    seeds = sorted(set(mine.seed))
+    # both means over the seeds both have (the preset has more seeds than its base)
+    seeds = sorted(set(mine.seed) & set(against.seed)) or sorted(set(mine.seed))
+    accuracy = mine[mine.seed.isin(seeds)].accuracy.mean()
     reference = against[against.seed.isin(seeds)].accuracy.mean()
     against_label = variant_label(against_name, against_epochs, images)
     if (against_name, against_epochs) == PRESET_BASE_RUNS:
@@ -364,7 +423,7 @@ def describe_variant(variant: str, runs: pd.DataFrame | None = None, epochs: int
         f"reads epochs × images per epoch): "
     )
     return (
-        f"{stored}{variant} ({row['changes']}): mean validation accuracy {row['accuracy (4 classes)']:.3f} against "
+        f"{stored}{variant} ({row['changes']}): mean validation accuracy {accuracy:.3f} against "
         f"{reference:.3f} for {named} at the same seed{'s' if len(seeds) > 1 else ''}; "
         f"{row['paired, per seed']}; verdict: {row['verdict']}."
     )

@@ -12,6 +12,9 @@ no network), waits for its scripts and widgets, saves a full-page screenshot as
 - a missing image (an ``<img>`` that did not load: ``naturalWidth == 0``);
 - an empty widget area (a widget view whose rendered area is missing or has no content);
 - formulas left as TeX source (MathJax did not render);
+- printed output (a stream or plain-text output) wider than its box, which the theme shows
+  with a sideways scroll bar and the rest of each line hidden (``book/static/cxrbook.css``
+  wraps it);
 - a JavaScript exception thrown while the page loads;
 - an absolute local path (the repository, the data folder, a cache, the home folder) in the
   page's text;
@@ -73,10 +76,14 @@ PAGE_PROBE = r"""
     if (text(out).includes("Traceback (most recent call last)") && !out.querySelector(".traceback, .error"))
       errors.push(text(out).split("\n").filter(l => l.trim()).slice(-1)[0]);
   }
+  // printed text wider than its output box: the reader sees only the start of each line
+  const cutOutputs = [...document.querySelectorAll(".cell_output .output.stream pre, .cell_output .output.text_plain pre")]
+    .filter(pre => [pre, pre.parentElement].some(el => el.scrollWidth > el.clientWidth + 1))
+    .map(pre => text(pre).split("\n").sort((a, b) => b.length - a.length)[0].slice(0, 80));
   const doc = document.documentElement;
   const formulas = document.querySelectorAll("span.math, div.math").length;
   const typeset = document.querySelectorAll("mjx-container").length;
-  return JSON.stringify({title: document.title, widgets, images, errors, formulas, typeset,
+  return JSON.stringify({title: document.title, widgets, images, errors, cutOutputs, formulas, typeset,
     text: document.body ? document.body.innerText : "",
     stateScripts: document.querySelectorAll('script[type="application/vnd.jupyter.widget-state+json"]').length,
     height: Math.max(doc.scrollHeight, document.body ? document.body.scrollHeight : 0)});
@@ -287,6 +294,8 @@ def check_page(browser: Browser, url: str, shot: Path, wait: float) -> tuple[lis
             problems.append(f"empty widget area (widget view {widget['index'] + 1} of {len(info['widgets'])})")
         elif widget["error"]:
             problems.append(f"widget view {widget['index'] + 1} shows 'Error displaying widget'")
+    for line in info["cutOutputs"]:
+        problems.append(f"printed output cut off at the right edge of its box (it scrolls sideways): {line!r}")
     if info["formulas"] and not info["typeset"]:
         problems.append(f"{info['formulas']} formula(s) not rendered by MathJax")
     if info["widgets"] and not info["stateScripts"]:

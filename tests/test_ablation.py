@@ -18,11 +18,15 @@ from cxrlib.ablation import (
     challengers,
     describe_challengers,
     describe_preset_choice,
+    describe_preset_seeds,
     describe_variant,
     load_posthoc,
     load_recipe_runs,
+    parse_run_name,
     posthoc_verdicts,
     preset_choice,
+    preset_seeds,
+    preset_seeds_table,
     recipe_summary,
     reference_of,
     run_label,
@@ -32,6 +36,7 @@ from cxrlib.ablation import (
     verdict,
 )
 from cxrlib.recipe import preset
+from cxrlib.stats import exact_interval
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from recipe_runs import VARIANTS, starting_recipe  # noqa: E402
@@ -164,6 +169,13 @@ def test_tables_name_the_presets_own_runs() -> None:
     assert run_label("preset+fewer-lung-opacity-e22x2000-s1") == "cpu preset, seed 1"
     assert run_label("base-e12x2000-s0") == "base-e12x2000-s0"
     assert run_name("no-noise-blur", 22, 1) == "no-noise-blur-e22x2000-s1"
+    assert run_label("preset+fewer-lung-opacity-e26x2000-s0") == "preset+fewer-lung-opacity-e26x2000-s0"
+
+
+@pytest.mark.parametrize("variant", ["base", "cpu+more-covid", "preset+fewer-lung-opacity", "192px"])
+def test_run_names_parse_back_to_what_made_them(variant: str) -> None:
+    assert parse_run_name(run_name(variant, 22, 3, 2000)) == (variant, 22, 3)
+    assert parse_run_name("a folder of my own") is None
 
 
 def test_the_preset_as_it_predicts_is_compared_with_the_recipe_it_replaced() -> None:
@@ -211,6 +223,9 @@ def test_describe_variant_names_what_it_is_compared_with() -> None:
     assert "0.600 against 0.500 for the starting recipe (base, 12 × 100)" in describe_variant("no-noise-blur", runs)
     assert "0.900 against 0.500 for the starting recipe" in describe_variant("no-noise-blur", runs, epochs=22)
     assert variant_verdict("preset+flip", runs) == "one seed only: no verdict"
+    # a seed the reference lacks stays out of both means (and out of the paired counts)
+    more_seeds = pd.concat([runs, pd.DataFrame([_run("preset+flip", 1, 22, "0" * 100)])], ignore_index=True)
+    assert f"mean validation accuracy {reference}" in describe_variant("preset+flip", more_seeds)
     with pytest.raises(KeyError, match="no measured variant"):
         describe_variant("no-such-variant", runs)
 
@@ -252,3 +267,35 @@ def test_a_change_on_top_of_the_preset_is_compared_with_the_preset_as_both_predi
     )
     assert "seed 0: accuracy (3 classes) 0.967 -> 0.987" in sentence
     assert sentence.endswith("Verdict: no consistent difference.")
+
+
+def test_the_presets_seeds_are_its_own_runs_with_exact_intervals() -> None:
+    seeds = preset_seeds()
+    assert len(seeds) >= 2 and list(seeds.index) == sorted(seeds.index)
+    posthoc = load_posthoc()
+    for seed, row in seeds.iterrows():
+        stored = posthoc[(posthoc.run == f"cpu preset, seed {seed}") & (posthoc.choice == PRESET_PREDICTION)].iloc[0]
+        assert row["accuracy (3 classes)"] <= 1 and row["COVID sensitivity"] == stored["COVID sensitivity, with it"]
+        for column in ("accuracy (3 classes)", "COVID sensitivity", "Viral Pneumonia sensitivity"):
+            assert row[f"{column} low"] <= row[column] <= row[f"{column} high"]
+        # 100 validation images per class, 300 in the three honest classes
+        covid = round(row["COVID sensitivity"] * 100)
+        assert (row["COVID sensitivity low"], row["COVID sensitivity high"]) == exact_interval(covid, 100)
+        assert (row["accuracy (3 classes) low"], row["accuracy (3 classes) high"]) == exact_interval(
+            round(row["accuracy (3 classes)"] * 300), 300
+        )
+    table = preset_seeds_table(seeds)
+    assert list(table.index) == list(seeds.index) and len(table.columns) == 4
+    first = seeds.iloc[0]
+    assert table.iloc[0]["COVID sensitivity [95% CI]"] == (
+        f"{first['COVID sensitivity']:.3f} [{first['COVID sensitivity low']:.3f}, {first['COVID sensitivity high']:.3f}]"
+    )
+
+
+def test_describe_preset_seeds_gives_each_numbers_range() -> None:
+    columns = ["accuracy (3 classes)", "COVID sensitivity", "Normal sensitivity", "Viral Pneumonia sensitivity"]
+    seeds = pd.DataFrame([[0.96, 0.9, 0.95, 1.0], [0.98, 0.97, 0.95, 1.0]], columns=columns, index=[0, 3])
+    sentence = describe_preset_seeds(seeds)
+    assert "at 2 seeds (0, 3)" in sentence
+    assert "accuracy (3 classes) 0.960 to 0.980, COVID sensitivity 0.900 to 0.970" in sentence
+    assert "Normal sensitivity 0.950 at every seed" in sentence

@@ -16,6 +16,8 @@ pytestmark = pytest.mark.skipif(shutil.which("chromium") is None, reason="needs 
 
 GOOD = """<!doctype html><html><head><title>good</title></head><body>
 <h1>A good page</h1><div class="cell_output"><img src="figure.png" alt="a figure"></div>
+<div class="cell_output"><div class="output stream"><pre style="width: 300px; overflow-x: auto; white-space: pre-wrap">
+{LONG}</pre></div></div>
 </body></html>"""
 
 BAD = """<!doctype html><html><head><title>bad</title></head><body>
@@ -27,7 +29,13 @@ ZeroDivisionError: division by zero</div></div>
 <div class="cell_output"><script type="application/vnd.jupyter.widget-view+json">
 {"version_major": 2, "version_minor": 0, "model_id": "abc"}</script></div>
 <img src="https://example.invalid/remote.png" alt="remote">
+<div class="cell_output"><div class="output stream"><pre style="width: 300px; overflow-x: auto; white-space: pre">
+{LONG}</pre></div></div>
 </body></html>"""
+
+#: a printed sentence far wider than the 300-px boxes above: wrapped on the good page, cut on the bad
+LONG = "Verdict: " + "behind at every seed, " * 12 + "significant at no seed."
+GOOD, BAD = GOOD.replace("{LONG}", LONG), BAD.replace("{LONG}", LONG)
 
 
 def run_check(build: Path, toc_root: str) -> subprocess.CompletedProcess:
@@ -65,6 +73,7 @@ def test_errors_missing_images_and_empty_widgets_fail(tmp_path: Path) -> None:
     assert "missing image: no-such-figure.png" in text
     assert "empty widget area" in text
     assert "1 formula(s) not rendered by MathJax" in text
+    assert "printed output cut off at the right edge of its box (it scrolls sideways): 'Verdict: behind" in text
     assert "missing image: https://example.invalid/remote.png" in text  # blocked: no network
     assert "note: blocked a request to another host: https://example.invalid/remote.png" in result.stdout
     assert (tmp_path / "_build" / "screenshots" / "bad.png").exists()
