@@ -3,7 +3,7 @@
 
 A preset is a measured choice, not a guess: the ``cpu`` preset's parts were compared on the
 sample's validation split, most at two seeds (the class-balanced draws, which its budget
-needs, and the warm-up were set, not screened); the runs are in
+needs, were set, not screened); the runs are in
 ``cxrlib/recipe_runs.csv`` and ``cxrlib/recipe_posthoc.json``, read by :mod:`cxrlib.ablation`
 and drawn in chapter 3. The loop that follows a recipe is :mod:`cxrlib.train`.
 """
@@ -167,9 +167,9 @@ PRESETS: dict[str, TrainConfig] = {
     # on the whole database, where its films are harder, train with class_shares=None if it
     # matters to you (chapter 3 says so). Measured on top of it and behind it at both seeds as
     # they predict: training at 176 px, drawing COVID at weight 1.5, taking out the EMA or the
-    # label smoothing, tripling the weight decay, and halving or doubling the peak learning
-    # rate (ablation.challengers). Its own training at four seeds shows what the seed alone
-    # does (ablation.preset_seeds).
+    # label smoothing, tripling the weight decay, halving or doubling the peak learning rate,
+    # and doubling the warm-up (ablation.challengers; the last is level at one seed). Its own
+    # training at four seeds shows what the seed alone does (ablation.preset_seeds).
     "cpu": TrainConfig(
         preset="cpu",
         arch="resnet18-w32",

@@ -104,6 +104,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the peak learning rate was set, not screened: half of it and twice it
     "cpu+lower-lr": {**_PRESET_TRAINING, "lr": 1e-3},
     "cpu+higher-lr": {**_PRESET_TRAINING, "lr": 4e-3},
+    # the warm-up was set, not screened: twice as long
+    "cpu+longer-warmup": {**_PRESET_TRAINING, "warmup_fraction": 0.3},
 }
 
 FIELDS = [
