@@ -33,6 +33,11 @@ from .stats import exact_interval, format_p, mcnemar, with_interval
 
 #: The classes without the sample's segmented-background shortcut: what a recipe is judged by.
 HONEST_CLASSES = ("COVID", "Normal", "Viral Pneumonia")
+#: The numbers :func:`preset_seeds` gives per seed, and the stored score each one reads.
+SEED_SPREAD_SCORES = {
+    "accuracy (3 classes)": "accuracy_3class",
+    **{f"{c} sensitivity": f"sens_{c}" for c in HONEST_CLASSES},
+}
 #: The rows of the ``cpu`` preset's training: (variant, epochs). The preset adds two choices
 #: that need no retraining (a larger prediction size, class offsets): :data:`PRESET_PREDICTION`.
 PRESET_RUNS = ("preset+fewer-lung-opacity", 22)
@@ -207,9 +212,9 @@ def preset_seeds(prediction: str = PRESET_PREDICTION) -> pd.DataFrame:
         measured = runs[(runs.variant == PRESET_RUNS[0]) & (runs.epochs == PRESET_RUNS[1]) & (runs.seed == seed)]
         per_class = int(measured.valid_n.iloc[0]) // len(CLASS_NAMES)  # the validation split is stratified
         row: dict[str, Any] = {"seed": seed}
-        for column, value, n in [
-            ("accuracy (3 classes)", scores["accuracy_3class"], per_class * len(HONEST_CLASSES))
-        ] + [(f"{c} sensitivity", scores[f"sens_{c}"], per_class) for c in HONEST_CLASSES]:
+        for column, key in SEED_SPREAD_SCORES.items():
+            value = scores[key]
+            n = per_class * (len(HONEST_CLASSES) if key == "accuracy_3class" else 1)
             lo, hi = exact_interval(round(value * n), n)
             row.update({column: value, f"{column} low": lo, f"{column} high": hi})
         rows.append(row)
@@ -219,11 +224,10 @@ def preset_seeds(prediction: str = PRESET_PREDICTION) -> pd.DataFrame:
 def preset_seeds_table(seeds: pd.DataFrame | None = None) -> pd.DataFrame:
     """:func:`preset_seeds` as a page shows it: each number with its interval, ``0.950 [0.887, 0.984]``."""
     seeds = preset_seeds() if seeds is None else seeds
-    columns = [c for c in seeds.columns if not c.endswith((" low", " high"))]
     return pd.DataFrame(
         {
             f"{c} [95% CI]": [with_interval(r[c], (r[f"{c} low"], r[f"{c} high"])) for _, r in seeds.iterrows()]
-            for c in columns
+            for c in SEED_SPREAD_SCORES
         },
         index=seeds.index,
     )
@@ -232,10 +236,9 @@ def preset_seeds_table(seeds: pd.DataFrame | None = None) -> pd.DataFrame:
 def describe_preset_seeds(seeds: pd.DataFrame | None = None) -> str:
     """:func:`preset_seeds` in one sentence: over how many seeds, and the range of each number."""
     seeds = preset_seeds() if seeds is None else seeds
-    columns = ["accuracy (3 classes)"] + [f"{c} sensitivity" for c in HONEST_CLASSES]
     ranges = ", ".join(
         f"{c} {lo:.3f} at every seed" if lo == hi else f"{c} {lo:.3f} to {hi:.3f}"
-        for c in columns
+        for c in SEED_SPREAD_SCORES
         for lo, hi in [(seeds[c].min(), seeds[c].max())]
     )
     return (
