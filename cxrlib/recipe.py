@@ -58,6 +58,11 @@ class TrainConfig:
     #: (minimum log-loss) and fold it into the classifier's bias (see :func:`fit_class_offsets`)
     class_offsets: bool = False
     optimizer: str = "adamw"  # "adamw", or "sgd" (Nesterov momentum 0.9)
+    #: mixup (Zhang et al., *mixup: Beyond Empirical Risk Minimization*, ICLR 2018): each
+    #: batch is blended with a shuffled copy of itself at a weight drawn from
+    #: Beta(mixup, mixup), and the loss blends the two labels alike (see
+    #: :func:`cxrlib.transforms.mixup_batch`); 0: off
+    mixup: float = 0.0
     #: decay of an exponential moving average of the weights (``None``: off); when on, the
     #: average is what is validated and saved in ``best.pt``
     ema_decay: float | None = None
@@ -127,6 +132,8 @@ class TrainConfig:
             raise CXRError("--epoch-images must be at least 1")
         if self.class_shares is not None and any(not (w > 0) for w in self.class_shares.values()):
             raise CXRError("class_shares must be positive weights, e.g. {'Lung_Opacity': 0.5}")
+        if self.mixup < 0:
+            raise CXRError("mixup must be 0 (off) or a positive Beta parameter, e.g. 0.2")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise CXRError("ema_decay must be between 0 and 1")
         if self.region not in REGIONS:

@@ -59,6 +59,7 @@ from .transforms import (
     Preprocessing,
     data_normalization,
     eval_transform,
+    mixup_batch,
     train_transform,
 )
 
@@ -564,6 +565,8 @@ def _run_epoch(run: _Run, epoch: int, progress: bool) -> tuple[dict[str, Any], b
     run.ddp_model.train()
     use_amp = dev.type == "cuda"
     total_loss, total_correct, seen = 0.0, 0, 0
+    # mixup's own draws, so that switching it on leaves the augmentations' randomness alone
+    mix_rng = np.random.default_rng((config.seed, epoch, run.rank)) if config.mixup else None
     # the per-batch bar only in a terminal: in a notebook each epoch's bar would stay on
     # the page as an empty widget (blank space in the rendered book); the epochs bar stays
     for images, target in tqdm(
@@ -575,10 +578,14 @@ def _run_epoch(run: _Run, epoch: int, progress: bool) -> tuple[dict[str, Any], b
     ):
         images = images.to(dev, non_blocking=True)
         target = torch.as_tensor(target).to(dev, non_blocking=True)
+        if mix_rng is not None:
+            images, partner, lam = mixup_batch(images, config.mixup, mix_rng)
         images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(dev.type, dtype=run.amp_dtype, enabled=use_amp):
             logits = run.ddp_model(images)
             loss = run.criterion(logits.float(), target)
+            if mix_rng is not None:
+                loss = lam * loss + (1.0 - lam) * run.criterion(logits.float(), target[partner])
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         run.scaler.step(run.optimizer)

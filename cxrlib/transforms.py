@@ -252,6 +252,18 @@ def single_augmentations(cfg: AugmentConfig | None = None) -> dict[str, v2.Trans
     return out
 
 
+def mixup_batch(
+    images: torch.Tensor, alpha: float, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Mixup of one batch: ``(mixed images, partner of each image, weight)``. Each image is
+    blended with another of the batch (a random permutation) at the weight ``lam`` drawn from
+    Beta(alpha, alpha); the loss is then ``lam * loss(own label) + (1 - lam) * loss(partner's
+    label)``. ``rng`` makes the draws repeatable."""
+    lam = float(rng.beta(alpha, alpha))
+    partner = torch.from_numpy(rng.permutation(len(images))).to(images.device)
+    return lam * images + (1.0 - lam) * images[partner], partner, lam
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """Everything needed to turn a file into a model input: stored in every checkpoint."""
