@@ -441,6 +441,18 @@ def test_eval_size_increase_is_checked() -> None:
     assert preset("cpu").eval_img_size == preset("cpu").img_size + preset("cpu").eval_size_increase
 
 
+def test_mixup_is_checked_and_trains_repeatably(tiny_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(CXRError, match="mixup"):
+        replace(TINY, mixup=-0.2).validate()
+    cfg = replace(TINY, epochs=1, mixup=0.2)
+    for name in ("a", "b"):
+        train(cfg, tmp_path / name, data_dir=tiny_data, progress=False, log=lambda m: None)
+    train(replace(cfg, mixup=0.0), tmp_path / "plain", data_dir=tiny_data, progress=False, log=lambda m: None)
+    weights = {n: torch.load(tmp_path / n / "last.pt", weights_only=True)["model"] for n in ("a", "b", "plain")}
+    assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])  # seeded
+    assert not all(torch.equal(weights["a"][k], weights["plain"][k]) for k in weights["a"])  # it does something
+
+
 def test_cpu_preset_is_a_budget_not_a_pass_count() -> None:
     cpu = preset("cpu")
     assert cpu.epoch_images and cpu.balanced and cpu.pretrained == "auto"

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+import numpy as np
+import torch
+
 from cxrlib.recipe import preset
-from cxrlib.transforms import AUGMENTATION_REASONS, NO_AUGMENT, AugmentConfig, augmentation_table
+from cxrlib.transforms import AUGMENTATION_REASONS, NO_AUGMENT, AugmentConfig, augmentation_table, mixup_batch
 
 
 def test_augmentation_table_reads_each_setting_from_the_config() -> None:
@@ -36,3 +39,13 @@ def test_augmentation_table_shows_a_flip_and_other_strengths() -> None:
     column = augmentation_table({"stronger": stronger})["stronger"]
     assert (column["rotation"], column["translate"], column["gamma"]) == ("±10°", "±10 %", "0.8–1.2")
     assert (column["blur"], column["hflip"]) == ("25 % of images", "on (half of the images)")
+
+
+def test_mixup_batch_blends_each_image_with_a_partner_repeatably() -> None:
+    images = torch.arange(4, dtype=torch.float32).reshape(4, 1, 1, 1).expand(4, 1, 2, 2).clone()
+    mixed, partner, lam = mixup_batch(images, 0.2, np.random.default_rng(3))
+    assert 0.0 <= lam <= 1.0 and sorted(partner.tolist()) == [0, 1, 2, 3]
+    assert torch.allclose(mixed, lam * images + (1 - lam) * images[partner])
+    again = mixup_batch(images, 0.2, np.random.default_rng(3))
+    assert again[2] == lam and torch.equal(again[1], partner)  # the same draws from the same seed
+    assert mixup_batch(images, 0.2, np.random.default_rng(4))[2] != lam

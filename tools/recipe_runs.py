@@ -108,6 +108,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cpu+longer-warmup": {**_PRESET_TRAINING, "warmup_fraction": 0.3},
     # the preset ends near 99 % training accuracy: mixup (Beta(0.2, 0.2) weights) regularizes
     "cpu+mixup": {**_PRESET_TRAINING, "mixup": 0.2},
+    # the augmentations not yet screened, in two groups: the geometric ones (rotation, scaling,
+    # shift) and the intensity ones (brightness, contrast), each group switched off
+    "cpu+no-geometric": {
+        **_PRESET_TRAINING,
+        "augment": replace(_PRESET_TRAINING["augment"], rotation=0.0, scale=(1.0, 1.0), translate=0.0),
+    },
+    "cpu+no-intensity": {**_PRESET_TRAINING, "augment": replace(_PRESET_TRAINING["augment"], brightness=0.0, contrast=0.0)},
 }
 
 FIELDS = [
