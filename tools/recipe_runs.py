@@ -114,7 +114,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
         **_PRESET_TRAINING,
         "augment": replace(_PRESET_TRAINING["augment"], rotation=0.0, scale=(1.0, 1.0), translate=0.0),
     },
-    "cpu+no-intensity": {**_PRESET_TRAINING, "augment": replace(_PRESET_TRAINING["augment"], brightness=0.0, contrast=0.0)},
+    # the geometric group was the one that mattered most: the other direction, stronger
+    "cpu+stronger-geometric": {
+        **_PRESET_TRAINING,
+        "augment": replace(_PRESET_TRAINING["augment"], rotation=10.0, scale=(0.8, 1.2), translate=0.08),
+    },
+    "cpu+no-intensity": {
+        **_PRESET_TRAINING,
+        "augment": replace(_PRESET_TRAINING["augment"], brightness=0.0, contrast=0.0),
+    },
 }
 
 FIELDS = [
