@@ -85,8 +85,8 @@ student: $(STAMP)
 	$(PY) tools/student.py build/student
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check cxrlib tests tools
-	$(VENV)/bin/ruff format --check cxrlib tests tools
+	$(VENV)/bin/ruff check cxrlib tests tools book/_ext
+	$(VENV)/bin/ruff format --check cxrlib tests tools book/_ext
 
 test: $(STAMP) $(JS_STAMP) lint
 	$(PY) tools/nbrefs.py prepare build/nbtest

@@ -82,11 +82,16 @@ def run_label(run: str) -> str:
     return f"{PRESET_NAME}, seed {parsed[2]}" if parsed and parsed[:2] == PRESET_RUNS else run
 
 
+#: post-hoc choices judged against another than the model as saved (``plain``): the larger
+#: size with offsets against the offsets alone (so the sentence says what the size adds to
+#: them), several sizes against the one size the preset predicts at
+POSTHOC_REFERENCES: dict[str, str] = {"size+32+offsets": "offsets", "multi-size+offsets": "size+32+offsets"}
+
+
 def posthoc_reference(choice: str) -> str:
-    """The prediction a post-hoc choice is judged against: a combination ending in
-    ``+offsets`` against the offsets alone (so the sentence says what the size adds to them), any other choice
-    against the model as saved (``plain``)."""
-    return "offsets" if choice.endswith("+offsets") else "plain"
+    """The prediction a post-hoc choice is judged against (:data:`POSTHOC_REFERENCES`, else
+    ``plain``)."""
+    return POSTHOC_REFERENCES.get(choice, "plain")
 
 
 def _posthoc_results() -> dict[str, dict[str, dict[str, Any]]]:
@@ -106,8 +111,8 @@ def _measured_runs() -> dict[tuple[str, int], list[int]]:
 
 def load_posthoc() -> pd.DataFrame:
     """Choices measured without retraining (``tools/recipe_posthoc.py``): test-time
-    augmentation, a 32-px larger test size, cross-fitted class offsets, and the larger size
-    with offsets, per run, with McNemar's test of each against its reference
+    augmentation, a 32-px larger test size, cross-fitted class offsets, the larger size
+    with offsets, and the mean over three larger sizes with offsets, per run, with McNemar's test of each against its reference
     (:func:`posthoc_reference`) on the same validation images."""
     results = _posthoc_results()
     rows = []

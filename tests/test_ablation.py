@@ -151,6 +151,10 @@ def test_the_shipped_posthoc_table_measures_the_presets_offsets_cross_fitted() -
     # a combination with the offsets is judged against the offsets alone
     assert set(posthoc[posthoc.choice == "size+32+offsets"]["compared with"]) == {"offsets"}
     assert set(posthoc[posthoc.choice == "offsets"]["compared with"]) == {"plain"}
+    # several sizes are judged against the one size the preset predicts at, on its four seeds
+    several = posthoc[posthoc.choice == "multi-size+offsets"]
+    assert set(several["compared with"]) == {"size+32+offsets"}
+    assert sorted(several.run) == [f"cpu preset, seed {seed}" for seed in range(4)]
     offsets = posthoc[posthoc.choice == "offsets"]
     assert {"cpu preset, seed 0", "cpu preset, seed 1"} <= set(offsets.run)  # the preset's two seeds
     for _, row in posthoc.iterrows():  # the discordant counts agree with the two accuracies

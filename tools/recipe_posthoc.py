@@ -9,6 +9,8 @@ four-class accuracy and macro AUC, for
   and 1.05, rotated by -4 and +4 degrees, black fill, as in training's augmentation);
 * ``size+32``: the images given at 32 px more than the training size;
 * ``size+32+offsets``: both, the offsets fitted (cross-fitted) on the larger size's outputs;
+* ``multi-size+offsets``: the mean of the softmax at 16, 32 and 48 px more than the training
+  size, with offsets cross-fitted on that mean (judged against ``size+32+offsets``);
 * ``offsets``: per-class logit offsets (:func:`cxrlib.train.fit_class_offsets`), measured
   honestly by cross-fitting: the validation split is cut in two halves (stratified by class,
   seed 0), and each half is predicted with the offsets fitted on the other.
@@ -29,7 +31,7 @@ import torch
 from torchvision.transforms.v2 import functional as F
 
 from cxrlib.ablation import HONEST_CLASSES
-from cxrlib.checkpoint import load_model, predict_images, run_data_dir
+from cxrlib.checkpoint import LoadedModel, load_model, predict_images, run_data_dir
 from cxrlib.evaluate import predict_split
 from cxrlib.metrics import macro_auc
 from cxrlib.train import fit_class_offsets
@@ -55,7 +57,9 @@ def scores(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[st
     }
 
 
-CHOICES = ("tta", "size+32", "offsets", "size+32+offsets")
+CHOICES = ("tta", "size+32", "offsets", "size+32+offsets", "multi-size+offsets")
+#: the sizes ``multi-size+offsets`` averages, in pixels above the training size
+MULTI_SIZE_STEPS = (16, 32, 48)
 
 
 def crossfit_offsets(probs: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -89,13 +93,23 @@ def measure(run: Path, choices: tuple[str, ...] = CHOICES) -> dict[str, dict[str
             )
             views.append(predict_images(loaded, moved[:, 0].numpy()))
         out["tta"] = scores(np.mean(views, axis=0), pred.labels, pred.classes)
-    if "size+32" in choices or "size+32+offsets" in choices:
-        size = loaded.preprocessing.img_size + 32
-        bigger = replace(loaded, preprocessing=replace(loaded.preprocessing, img_size=size))
-        big = predict_split(bigger, data_dir=run_data_dir(run), split="valid")
+    wanted = {"size+32", "size+32+offsets", "multi-size+offsets"} & set(choices)
+    steps = MULTI_SIZE_STEPS if "multi-size+offsets" in wanted else (32,) if wanted else ()
+    at = {step: predict_split(at_size(loaded, step), data_dir=run_data_dir(run), split="valid") for step in steps}
+    if {"size+32", "size+32+offsets"} & wanted:
+        big = at[32]
         out["size+32"] = scores(big.probs, big.labels, big.classes)
         out["size+32+offsets"] = scores(crossfit_offsets(big.probs, big.labels), big.labels, big.classes)
+    if "multi-size+offsets" in wanted:
+        mean = np.mean([at[step].probs for step in MULTI_SIZE_STEPS], axis=0)
+        out["multi-size+offsets"] = scores(crossfit_offsets(mean, pred.labels), pred.labels, pred.classes)
     return out
+
+
+def at_size(loaded: LoadedModel, step: int) -> LoadedModel:
+    """The model with its images given at ``step`` px more than the size it trained at."""
+    size = loaded.preprocessing.img_size + step
+    return replace(loaded, preprocessing=replace(loaded.preprocessing, img_size=size))
 
 
 def main() -> int:

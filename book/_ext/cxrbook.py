@@ -51,13 +51,15 @@ def write_times(app: Sphinx, exception: Exception | None) -> None:
         if not data:
             continue
         title = app.env.titles.get(docname)
-        rows.append({
-            "docname": docname,
-            "title": title.astext() if title is not None else docname,
-            "seconds": round(float(data.get("runtime") or 0.0), 2),
-            "succeeded": bool(data.get("succeeded")),
-            "error": data.get("error"),
-        })
+        rows.append(
+            {
+                "docname": docname,
+                "title": title.astext() if title is not None else docname,
+                "seconds": round(float(data.get("runtime") or 0.0), 2),
+                "succeeded": bool(data.get("succeeded")),
+                "error": data.get("error"),
+            }
+        )
     out = Path(app.outdir).parent / "execution-times.json"
     out.write_text(json.dumps({"notebooks": rows, "build_failed": exception is not None}, indent=1) + "\n")
 
