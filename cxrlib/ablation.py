@@ -112,8 +112,9 @@ def _measured_runs() -> dict[tuple[str, int], list[int]]:
 def load_posthoc() -> pd.DataFrame:
     """Choices measured without retraining (``tools/recipe_posthoc.py``): test-time
     augmentation, a 32-px larger test size, cross-fitted class offsets, the larger size
-    with offsets, and the mean over three larger sizes with offsets, per run, with McNemar's test of each against its reference
-    (:func:`posthoc_reference`) on the same validation images."""
+    with offsets, and the mean over three larger sizes with offsets, per run, with McNemar's
+    test of each against its reference (:func:`posthoc_reference`) on the same validation
+    images."""
     results = _posthoc_results()
     rows = []
     for run, modes in results.items():

@@ -179,8 +179,8 @@ PRESETS: dict[str, TrainConfig] = {
     # significantly at both seeds) or the brightness and contrast changes, and stronger
     # geometric augmentation (ablation.challengers; the warm-up and the stronger geometry are
     # level at one seed). Averaging the predictions at three sizes was not ahead at every one
-    # of its four seeds (recipe_posthoc.json). Its own
-    # training at four seeds shows what the seed alone does (ablation.preset_seeds).
+    # of its four seeds (recipe_posthoc.json). Its own training at four seeds shows what the
+    # seed alone does (ablation.preset_seeds).
     "cpu": TrainConfig(
         preset="cpu",
         arch="resnet18-w32",
