@@ -19,6 +19,11 @@ from .regions import REGIONS
 from .transforms import AugmentConfig
 
 OPTIMIZERS = ("adamw", "sgd")
+#: fields added after runs were trained and published, whose default trains as before they
+#: existed: :meth:`TrainConfig.to_dict` writes them only when set, so every earlier run keeps
+#: the configuration it was stored and published under (:func:`cxrlib.runs.ensure_run`
+#: compares it; :func:`cxrlib.published.run_key` hashes it)
+WRITTEN_ONLY_WHEN_SET = ("mixup",)
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,9 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["augment"] = self.augment.to_dict()
+        for name in WRITTEN_ONLY_WHEN_SET:
+            if out[name] == TrainConfig.__dataclass_fields__[name].default:
+                del out[name]
         return out
 
     @classmethod

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,8 @@ from cxrlib.checkpoint import load_checkpoint, load_model
 from cxrlib.cli import main
 from cxrlib.config import CXRError
 from cxrlib.evaluate import predict_split
-from cxrlib.recipe import preset
+from cxrlib.published import run_key
+from cxrlib.recipe import WRITTEN_ONLY_WHEN_SET, TrainConfig, preset
 from cxrlib.runs import describe_learning_curves, describe_outcome, run_outcome
 from cxrlib.train import epoch_positions, fit_class_offsets, train
 
@@ -451,6 +452,17 @@ def test_mixup_is_checked_and_trains_repeatably(tiny_data: Path, tmp_path: Path)
     weights = {n: torch.load(tmp_path / n / "last.pt", weights_only=True)["model"] for n in ("a", "b", "plain")}
     assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])  # seeded
     assert not all(torch.equal(weights["a"][k], weights["plain"][k]) for k in weights["a"])  # it does something
+
+
+def test_an_option_added_later_leaves_earlier_runs_configuration_alone() -> None:
+    # runs trained before mixup existed are stored and published under a configuration
+    # without it: with mixup off, the configuration (and so the run's key) is the same
+    cpu = preset("cpu")
+    assert "mixup" not in cpu.to_dict() and TrainConfig.from_dict(cpu.to_dict()) == cpu
+    mixed = preset("cpu", mixup=0.2)
+    assert mixed.to_dict()["mixup"] == 0.2 and TrainConfig.from_dict(mixed.to_dict()) == mixed
+    assert run_key(mixed.to_dict(), "v1") != run_key(cpu.to_dict(), "v1")
+    assert set(cpu.to_dict()) == {f.name for f in fields(TrainConfig)} - set(WRITTEN_ONLY_WHEN_SET)
 
 
 def test_cpu_preset_is_a_budget_not_a_pass_count() -> None:
