@@ -18,7 +18,7 @@ import os
 import pickle
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,10 @@ class LoadedModel:
     @property
     def transform(self) -> Callable[..., Any]:
         return eval_transform(self.preprocessing.normalization)
+
+    def at_size(self, img_size: int) -> LoadedModel:
+        """The same model, given its images at ``img_size`` px instead of its own size."""
+        return replace(self, preprocessing=replace(self.preprocessing, img_size=img_size))
 
 
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> LoadedModel:

@@ -40,7 +40,6 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any
 
 import ipywidgets as w
@@ -178,7 +177,7 @@ class Explorer:
         if img_size is None or img_size == loaded.preprocessing.img_size:
             predictions = cached_predictions(run, data_dir, split=split, progress=progress)
         else:
-            loaded = replace(loaded, preprocessing=replace(loaded.preprocessing, img_size=img_size))
+            loaded = loaded.at_size(img_size)
             predictions = predict_split(
                 loaded,
                 data_dir if data_dir is not None else run_data_dir(run),

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ import torch
 from torchvision.transforms.v2 import functional as F
 
 from cxrlib.ablation import HONEST_CLASSES
-from cxrlib.checkpoint import LoadedModel, load_model, predict_images, run_data_dir
+from cxrlib.checkpoint import load_model, predict_images, run_data_dir
 from cxrlib.evaluate import predict_split
 from cxrlib.metrics import macro_auc
 from cxrlib.train import fit_class_offsets
@@ -93,23 +92,21 @@ def measure(run: Path, choices: tuple[str, ...] = CHOICES) -> dict[str, dict[str
             )
             views.append(predict_images(loaded, moved[:, 0].numpy()))
         out["tta"] = scores(np.mean(views, axis=0), pred.labels, pred.classes)
-    wanted = {"size+32", "size+32+offsets", "multi-size+offsets"} & set(choices)
-    steps = MULTI_SIZE_STEPS if "multi-size+offsets" in wanted else (32,) if wanted else ()
-    at = {step: predict_split(at_size(loaded, step), data_dir=run_data_dir(run), split="valid") for step in steps}
-    if {"size+32", "size+32+offsets"} & wanted:
+    steps = set(MULTI_SIZE_STEPS if "multi-size+offsets" in choices else ())
+    if {"size+32", "size+32+offsets"} & set(choices):
+        steps.add(32)
+    trained = loaded.preprocessing.img_size
+    at = {
+        step: predict_split(loaded.at_size(trained + step), data_dir=run_data_dir(run), split="valid") for step in steps
+    }
+    if {"size+32", "size+32+offsets"} & set(choices):
         big = at[32]
         out["size+32"] = scores(big.probs, big.labels, big.classes)
         out["size+32+offsets"] = scores(crossfit_offsets(big.probs, big.labels), big.labels, big.classes)
-    if "multi-size+offsets" in wanted:
+    if "multi-size+offsets" in choices:
         mean = np.mean([at[step].probs for step in MULTI_SIZE_STEPS], axis=0)
         out["multi-size+offsets"] = scores(crossfit_offsets(mean, pred.labels), pred.labels, pred.classes)
     return out
-
-
-def at_size(loaded: LoadedModel, step: int) -> LoadedModel:
-    """The model with its images given at ``step`` px more than the size it trained at."""
-    size = loaded.preprocessing.img_size + step
-    return replace(loaded, preprocessing=replace(loaded.preprocessing, img_size=size))
 
 
 def main() -> int:

@@ -75,6 +75,12 @@ _NO_NOISE_BLUR: dict[str, Any] = {"augment": replace(_AUG, noise=0.0, blur=0.0)}
 #: the cpu preset's training: no noise or blur, Lung_Opacity drawn at weight 0.4
 _PRESET_TRAINING: dict[str, Any] = {**_NO_NOISE_BLUR, "class_shares": {"Lung_Opacity": 0.4}}
 
+
+def _preset_augment(**changes: Any) -> dict[str, Any]:
+    """The preset's training with some augmentation strengths changed."""
+    return {**_PRESET_TRAINING, "augment": replace(_PRESET_TRAINING["augment"], **changes)}
+
+
 #: Each variant: what it changes, as overrides of :func:`starting_recipe`.
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": {},
@@ -110,19 +116,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cpu+mixup": {**_PRESET_TRAINING, "mixup": 0.2},
     # the augmentations not yet screened, in two groups: the geometric ones (rotation, scaling,
     # shift) and the intensity ones (brightness, contrast), each group switched off
-    "cpu+no-geometric": {
-        **_PRESET_TRAINING,
-        "augment": replace(_PRESET_TRAINING["augment"], rotation=0.0, scale=(1.0, 1.0), translate=0.0),
-    },
+    "cpu+no-geometric": _preset_augment(rotation=0.0, scale=(1.0, 1.0), translate=0.0),
+    "cpu+no-intensity": _preset_augment(brightness=0.0, contrast=0.0),
     # the geometric group was the one that mattered most: the other direction, stronger
-    "cpu+stronger-geometric": {
-        **_PRESET_TRAINING,
-        "augment": replace(_PRESET_TRAINING["augment"], rotation=10.0, scale=(0.8, 1.2), translate=0.08),
-    },
-    "cpu+no-intensity": {
-        **_PRESET_TRAINING,
-        "augment": replace(_PRESET_TRAINING["augment"], brightness=0.0, contrast=0.0),
-    },
+    "cpu+stronger-geometric": _preset_augment(rotation=10.0, scale=(0.8, 1.2), translate=0.08),
 }
 
 FIELDS = [
