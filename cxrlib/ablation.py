@@ -285,14 +285,18 @@ def describe_preset_choice(choice: pd.DataFrame | None = None) -> str:
     )
 
 
+def challenger_variants() -> list[tuple[str, int]]:
+    """The ``(variant, epochs)`` of every ``cpu+...`` variant with runs in
+    ``recipe_posthoc.json``, in the file's order: what :func:`challengers` compares."""
+    return [key for key in _measured_runs() if key[0].startswith(CHALLENGER_PREFIX)]
+
+
 def challengers() -> dict[str, pd.DataFrame]:
     """The ``cpu+...`` variants (one change on top of the ``cpu`` preset) with runs in
     ``recipe_posthoc.json``, each as the preset would make it predict (:data:`PRESET_PREDICTION`)
     against the preset's own runs at the same seeds: :func:`prediction_comparison`, keyed by
     ``(variant, epochs)`` as :func:`variant_label` names them."""
-    return {
-        key: prediction_comparison(key, PRESET_RUNS) for key in _measured_runs() if key[0].startswith(CHALLENGER_PREFIX)
-    }
+    return {key: prediction_comparison(key, PRESET_RUNS) for key in challenger_variants()}
 
 
 def describe_challengers() -> list[str]:

@@ -92,14 +92,13 @@ def measure(run: Path, choices: tuple[str, ...] = CHOICES) -> dict[str, dict[str
             )
             views.append(predict_images(loaded, moved[:, 0].numpy()))
         out["tta"] = scores(np.mean(views, axis=0), pred.labels, pred.classes)
-    steps = set(MULTI_SIZE_STEPS if "multi-size+offsets" in choices else ())
-    if {"size+32", "size+32+offsets"} & set(choices):
-        steps.add(32)
+    at_32 = bool({"size+32", "size+32+offsets"} & set(choices))
+    steps = set(MULTI_SIZE_STEPS if "multi-size+offsets" in choices else ()) | ({32} if at_32 else set())
     trained = loaded.preprocessing.img_size
     at = {
         step: predict_split(loaded.at_size(trained + step), data_dir=run_data_dir(run), split="valid") for step in steps
     }
-    if {"size+32", "size+32+offsets"} & set(choices):
+    if at_32:
         big = at[32]
         out["size+32"] = scores(big.probs, big.labels, big.classes)
         out["size+32+offsets"] = scores(crossfit_offsets(big.probs, big.labels), big.labels, big.classes)
