@@ -62,16 +62,28 @@ def variant_label(variant: str, epochs: int, epoch_images: int) -> str:
     return f"{PRESET_NAME} ({label})" if (variant, epochs) == PRESET_RUNS else label
 
 
-def run_name(variant: str, epochs: int | str, seed: int | str, epoch_images: int | str = 2000) -> str:
+def machine_tag(cpu_model: str) -> str:
+    """A CPU's model name as runs record it: letters and digits joined by ``-``
+    (``AMD EPYC`` -> ``AMD-EPYC``), so it can end a folder name."""
+    return "-".join(re.findall(r"[A-Za-z0-9]+", cpu_model)) or "unknown-CPU"
+
+
+def run_name(variant: str, epochs: int | str, seed: int | str, epoch_images: int | str = 2000, machine: str = "") -> str:
     """The folder name of a measured run (``tools/recipe_runs.py`` makes it), as
-    ``recipe_posthoc.json`` keys it: ``base-e12x2000-s0``."""
-    return f"{variant}-e{epochs}x{epoch_images}-s{seed}"
+    ``recipe_posthoc.json`` keys it: ``base-e12x2000-s0``, and with the :func:`machine_tag` of
+    the CPU where one was recorded, ``cpu+noise-e22x2000-s0-on-AMD-EPYC`` (the same seed gives
+    another network on another CPU, so runs are paired only on one machine)."""
+    name = f"{variant}-e{epochs}x{epoch_images}-s{seed}"
+    return f"{name}-on-{machine}" if machine else name
 
 
-def parse_run_name(run: str) -> tuple[str, int, int] | None:
-    """``(variant, epochs, seed)`` of a :func:`run_name` folder name, or None for another name."""
-    parsed = re.fullmatch(r"(.+)-e(\d+)x\d+-s(\d+)", run)
-    return (parsed.group(1), int(parsed.group(2)), int(parsed.group(3))) if parsed else None
+def parse_run_name(run: str) -> tuple[str, int, int, str] | None:
+    """``(variant, epochs, seed, machine)`` of a :func:`run_name` folder name (machine ``""``
+    where none was recorded), or None for another name."""
+    parsed = re.fullmatch(r"(.+?)-e(\d+)x\d+-s(\d+)(?:-on-(.+))?", run)
+    if not parsed:
+        return None
+    return parsed.group(1), int(parsed.group(2)), int(parsed.group(3)), parsed.group(4) or ""
 
 
 def run_label(run: str) -> str:

@@ -22,6 +22,7 @@ from cxrlib.ablation import (
     describe_variant,
     load_posthoc,
     load_recipe_runs,
+    machine_tag,
     parse_run_name,
     posthoc_verdicts,
     preset_choice,
@@ -177,9 +178,16 @@ def test_tables_name_the_presets_own_runs() -> None:
 
 
 @pytest.mark.parametrize("variant", ["base", "cpu+more-covid", "preset+fewer-lung-opacity", "192px"])
-def test_run_names_parse_back_to_what_made_them(variant: str) -> None:
-    assert parse_run_name(run_name(variant, 22, 3, 2000)) == (variant, 22, 3)
+@pytest.mark.parametrize("machine", ["", "AMD-EPYC", machine_tag("Intel(R) Xeon(R) CPU @ 2.20GHz")])
+def test_run_names_parse_back_to_what_made_them(variant: str, machine: str) -> None:
+    assert parse_run_name(run_name(variant, 22, 3, 2000, machine)) == (variant, 22, 3, machine)
     assert parse_run_name("a folder of my own") is None
+
+
+def test_a_machine_tag_can_end_a_folder_name() -> None:
+    assert machine_tag("AMD EPYC") == "AMD-EPYC"
+    assert machine_tag("Intel(R) Xeon(R) CPU @ 2.20GHz") == "Intel-R-Xeon-R-CPU-2-20GHz"
+    assert machine_tag("") == "unknown-CPU"
 
 
 def test_the_preset_as_it_predicts_is_compared_with_the_recipe_it_replaced() -> None:

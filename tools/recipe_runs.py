@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import platform
 import shlex
 import subprocess
 import sys
@@ -39,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from cxrlib import stats
-from cxrlib.ablation import run_name
+from cxrlib.ablation import machine_tag, run_name
 from cxrlib.checkpoint import load_model
 from cxrlib.evaluate import predict_split
 from cxrlib.metrics import bootstrap_ci, macro_auc
@@ -132,6 +133,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # warm-up ramp (1 + n) / (10 + n) stays below both caps, so the average spans about as many
     # images either way
     "cpu+batch-16": {**_PRESET_TRAINING, "batch_size": 16, "ema_decay": 0.9985},
+    # each augmentation of AugmentConfig on its own, the other way from the preset: noise and
+    # blur were switched off together, and the geometric and intensity ones were screened as
+    # groups, so no single one had been measured on the preset
+    "cpu+noise": _preset_augment(noise=_AUG.noise),
+    "cpu+blur": _preset_augment(blur=_AUG.blur),
+    "cpu+no-gamma": _preset_augment(gamma=(1.0, 1.0)),
+    "cpu+no-rotation": _preset_augment(rotation=0.0),
+    "cpu+no-scale": _preset_augment(scale=(1.0, 1.0)),
+    "cpu+no-translate": _preset_augment(translate=0.0),
+    "cpu+no-brightness": _preset_augment(brightness=0.0),
+    "cpu+no-contrast": _preset_augment(contrast=0.0),
 }
 
 FIELDS = [
@@ -145,6 +157,7 @@ FIELDS = [
     "images_shown",
     "seconds",
     "stopped",
+    "machine",
     "valid_n",
     "accuracy",
     "accuracy_lo",
@@ -213,6 +226,18 @@ def validation_row(run_dir: Path, classes_order: list[str]) -> dict[str, Any]:
     return row
 
 
+def cpu_model() -> str:
+    """This machine's CPU as the kernel names it (``AMD EPYC``): two CPUs give two networks
+    from one seed, so each row records where it was trained."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def commit() -> str:
     try:
         sha = subprocess.run(
@@ -228,6 +253,9 @@ def commit() -> str:
         return sha + ("+changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+MACHINE = machine_tag(cpu_model())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--command", help="with --record: the command that trained RUN")
     parser.add_argument("--seconds", type=float, help="with --record: its wall-clock seconds")
     parser.add_argument(
+        "--machine", default=MACHINE, help=f"with --record: the CPU that trained RUN, as a tag (default: this one, {MACHINE})"
+    )
+    parser.add_argument(
         "--remeasure",
         action="store_true",
         help="recompute the validation columns of every row from its run folder (no training)",
@@ -260,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.record:
         if not (args.variant and args.command and args.seconds):
             parser.error("--record needs --variant, --command and --seconds")
-        return record(args.record, args.variant, args.command, args.seconds, Path(args.table))
+        return record(args.record, args.variant, args.command, args.seconds, Path(args.table), args.machine)
     if args.list or not args.variant:
         for name, overrides in VARIANTS.items():
             print(f"{name:>20}: {describe(overrides)}")
@@ -269,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = {k: v for k, v in (("epochs", args.epochs), ("epoch_images", args.epoch_images)) if v is not None}
     config = replace(starting_recipe(args.seed), **overrides, **budget, max_minutes=None)
     config.validate()
-    run_dir = Path(args.runs) / run_name(args.variant, config.epochs, args.seed, config.epoch_images)
+    run_dir = Path(args.runs) / run_name(args.variant, config.epochs, args.seed, config.epoch_images, MACHINE)
     started = time.monotonic()
     train(
         config,
@@ -281,14 +312,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     seconds = time.monotonic() - started  # the run folder says everything else the row needs
     command = "python tools/recipe_runs.py " + shlex.join(a for a in (argv or sys.argv[1:]) if a)
-    return record(run_dir, args.variant, command, seconds, Path(args.table))
+    return record(run_dir, args.variant, command, seconds, Path(args.table), MACHINE)
 
 
 def _rounded(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
 
 
-def record(run_dir: Path, variant: str, command: str, seconds: float, table: Path) -> int:
+def record(run_dir: Path, variant: str, command: str, seconds: float, table: Path, machine: str) -> int:
     """Measure a finished run folder on its validation split and append its row."""
     saved = json.loads((run_dir / "config.json").read_text())
     if "class_offsets" in saved:
@@ -311,6 +342,7 @@ def record(run_dir: Path, variant: str, command: str, seconds: float, table: Pat
         "images_shown": outcome.get("epochs_done", 0) * cfg["epoch_images"],
         "seconds": round(seconds),
         "stopped": outcome.get("stopped", ""),
+        "machine": machine,
         "commit": commit(),
         "command": command,
     }
@@ -337,7 +369,7 @@ def append_row(table: Path, row: dict[str, Any]) -> None:
 def remeasure(table: Path, runs: Path) -> int:
     rows = list(csv.DictReader(table.open()))
     for row in rows:
-        run_dir = runs / run_name(row["variant"], row["epochs"], row["seed"], row["epoch_images"])
+        run_dir = runs / run_name(row["variant"], row["epochs"], row["seed"], row["epoch_images"], row["machine"])
         if not run_dir.is_dir():
             print(f"kept as it is (no run folder {run_dir})")
             continue
