@@ -55,11 +55,13 @@ CHALLENGER_PREFIX = "cpu+"
 PRESET_NAME = "cpu preset"
 
 
-def variant_label(variant: str, epochs: int, epoch_images: int) -> str:
-    """How the recipe table names a variant at a budget: ``base, 12 × 2,000``, and the
-    preset's own runs ``cpu preset (preset+fewer-lung-opacity, 22 × 2,000)``."""
+def variant_label(variant: str, epochs: int, epoch_images: int, machine: str = "") -> str:
+    """How the recipe table names a variant at a budget: ``base, 12 × 2,000``, the
+    preset's own runs ``cpu preset (preset+fewer-lung-opacity, 22 × 2,000)``, and runs
+    recorded with their machine ``cpu+noise, 22 × 2,000, on AMD-EPYC``."""
     label = f"{variant}, {epochs} × {epoch_images:,}"
-    return f"{PRESET_NAME} ({label})" if (variant, epochs) == PRESET_RUNS else label
+    label = f"{PRESET_NAME} ({label})" if (variant, epochs) == PRESET_RUNS else label
+    return f"{label}, on {machine}" if machine else label
 
 
 def machine_tag(cpu_model: str) -> str:
@@ -68,7 +70,9 @@ def machine_tag(cpu_model: str) -> str:
     return "-".join(re.findall(r"[A-Za-z0-9]+", cpu_model)) or "unknown-CPU"
 
 
-def run_name(variant: str, epochs: int | str, seed: int | str, epoch_images: int | str = 2000, machine: str = "") -> str:
+def run_name(
+    variant: str, epochs: int | str, seed: int | str, epoch_images: int | str = 2000, machine: str = ""
+) -> str:
     """The folder name of a measured run (``tools/recipe_runs.py`` makes it), as
     ``recipe_posthoc.json`` keys it: ``base-e12x2000-s0``, and with the :func:`machine_tag` of
     the CPU where one was recorded, ``cpu+noise-e22x2000-s0-on-AMD-EPYC`` (the same seed gives
@@ -86,12 +90,20 @@ def parse_run_name(run: str) -> tuple[str, int, int, str] | None:
     return parsed.group(1), int(parsed.group(2)), int(parsed.group(3)), parsed.group(4) or ""
 
 
+def seed_label(seed: int, machine: str = "") -> int | str:
+    """How tables index a run by its seed: the seed, and ``0 on AMD-EPYC`` for a run recorded
+    with its machine (the same seed trains another network on another CPU)."""
+    return f"{seed} on {machine}" if machine else seed
+
+
 def run_label(run: str) -> str:
     """How the post-hoc table names a saved run: the preset's own runs
-    (``preset+fewer-lung-opacity-e22x2000-s0``) as ``cpu preset, seed 0``; the others keep
-    their folder name (``base-e12x2000-s0``)."""
+    (``preset+fewer-lung-opacity-e22x2000-s0``) as ``cpu preset, seed 0`` (``cpu preset, seed 0
+    on AMD-EPYC`` with a machine); the others keep their folder name (``base-e12x2000-s0``)."""
     parsed = parse_run_name(run)
-    return f"{PRESET_NAME}, seed {parsed[2]}" if parsed and parsed[:2] == PRESET_RUNS else run
+    if not parsed or parsed[:2] != PRESET_RUNS:
+        return run
+    return f"{PRESET_NAME}, seed {seed_label(parsed[2], parsed[3])}"
 
 
 #: post-hoc choices judged against another than the model as saved (``plain``): the larger
@@ -111,13 +123,14 @@ def _posthoc_results() -> dict[str, dict[str, dict[str, Any]]]:
         return dict(json.load(f))
 
 
-def _measured_runs() -> dict[tuple[str, int], list[int]]:
-    """The seeds of each ``(variant, epochs)`` with runs in ``recipe_posthoc.json``, in the
-    file's order (its keys are :func:`run_name` folder names)."""
-    seeds: dict[tuple[str, int], list[int]] = {}
+def _measured_runs() -> dict[tuple[str, int], list[tuple[int, str]]]:
+    """The ``(seed, machine)`` of each run of each ``(variant, epochs)`` in
+    ``recipe_posthoc.json``, in the file's order (its keys are :func:`run_name` folder names;
+    machine ``""`` where none was recorded)."""
+    seeds: dict[tuple[str, int], list[tuple[int, str]]] = {}
     for parsed in filter(None, map(parse_run_name, _posthoc_results())):
-        variant, epochs, seed = parsed
-        seeds.setdefault((variant, epochs), []).append(seed)
+        variant, epochs, seed, machine = parsed
+        seeds.setdefault((variant, epochs), []).append((seed, machine))
     return seeds
 
 
@@ -189,17 +202,64 @@ def prediction_comparison(
     """Two recipes' runs (``(variant, epochs)`` each), each as it predicts (a choice of
     ``recipe_posthoc.json``), seed by seed on the same validation images: the three honest
     classes' accuracy and sensitivities, before (``old``) and now (``new``), and McNemar's
-    test over all images. ``seeds``: those both recipes have (the default), or the ones given."""
-    results = _posthoc_results()
+    test over all images. ``seeds``: the seeds both recipes have on one machine (the default,
+    indexed by :func:`seed_label`), or the ones given, on the machine that was not recorded."""
+    measured = _measured_runs()
     if seeds is None:
-        measured = _measured_runs()
-        seeds = tuple(sorted(set(measured.get(new, ())) & set(measured.get(old, ()))))
+        runs = sorted(set(measured.get(new, ())) & set(measured.get(old, ())), key=lambda r: (r[1], r[0]))
+    else:
+        runs = [(seed, "") for seed in seeds]
+    return _paired_runs(
+        [(seed_label(*run), (*new, *run), (*old, *run)) for run in runs], new_prediction, old_prediction
+    )
+
+
+def machine_comparison(
+    variant: tuple[str, int] = PRESET_RUNS, machine: str | None = None, prediction: str = PRESET_PREDICTION
+) -> pd.DataFrame:
+    """One recipe's runs on a recorded ``machine`` (default: the first one with runs)
+    against its runs on the machine that was not recorded, seed by seed, both as ``prediction``:
+    :func:`prediction_comparison`'s columns. Same code, data, config and seed: what differs is
+    only the CPU's arithmetic, which is enough to train another network."""
+    measured = _measured_runs().get(variant, [])
+    machines = [m for _, m in measured if m]
+    machine = machine or (machines[0] if machines else "")
+    if not machine:
+        raise KeyError(f"no run of {variant[0]} on a recorded machine")
+    on_it = {seed for seed, m in measured if m == machine}
+    seeds = sorted(on_it & {seed for seed, m in measured if not m})
+    return _paired_runs(
+        [(seed, (*variant, seed, machine), (*variant, seed, "")) for seed in seeds], prediction, prediction
+    )
+
+
+def describe_machine_comparison(comparison: pd.DataFrame | None = None, machine: str | None = None) -> str:
+    """:func:`machine_comparison` of the cpu preset in words (:func:`describe_comparison`)."""
+    if comparison is None:
+        comparison = machine_comparison(machine=machine)
+    machine = machine or next(m for _, m in _measured_runs()[PRESET_RUNS] if m)
+    return (
+        f"Stored measurement (cxrlib/recipe_posthoc.json, validation split): the cpu preset retrained on {machine} "
+        f"against its runs on the machine of the earlier rows ({PRESET_PREDICTION}), same code, data and seed, "
+        f"the earlier machine's numbers first, then +a/-b: a images only the {machine} network got right: "
+        + describe_comparison(comparison)
+    )
+
+
+def _paired_runs(
+    pairs: list[tuple[int | str, tuple[str, int, int, str], tuple[str, int, int, str]]],
+    new_prediction: str,
+    old_prediction: str,
+) -> pd.DataFrame:
+    """For each ``(label, new run, old run)``, runs as ``(variant, epochs, seed, machine)``:
+    the rows of :func:`prediction_comparison`, indexed by the labels."""
+    results = _posthoc_results()
     rows = []
-    for seed in seeds:
-        now = results[run_name(*new, seed)][new_prediction]
-        before = results[run_name(*old, seed)][old_prediction]
+    for label, (*new, new_seed, new_machine), (*old, old_seed, old_machine) in pairs:
+        now = results[run_name(*new, new_seed, machine=new_machine)][new_prediction]
+        before = results[run_name(*old, old_seed, machine=old_machine)][old_prediction]
         test = mcnemar(now["correct"], before["correct"])
-        row: dict[str, Any] = {"seed": seed}
+        row: dict[str, Any] = {"seed": label}
         for label, scores in (("before", before), ("now", now)):
             row[f"accuracy (3 classes), {label}"] = scores["accuracy_3class"]
             for c in HONEST_CLASSES:
@@ -217,17 +277,23 @@ def preset_choice(seeds: tuple[int, ...] = (0, 1)) -> pd.DataFrame:
     return prediction_comparison(PRESET_RUNS, PRESET_BASE_RUNS, PRESET_PREDICTION, BASE_PREDICTION, seeds)
 
 
-def preset_seeds(prediction: str = PRESET_PREDICTION) -> pd.DataFrame:
-    """The ``cpu`` preset's own runs (:data:`PRESET_RUNS`) at every measured seed, as it
-    predicts (``prediction`` of ``recipe_posthoc.json``), one row per seed: validation accuracy
-    on the three honest classes and each one's sensitivity, with exact (Clopper-Pearson) 95 %
-    intervals. The spread between the rows is what seeds alone do to one recipe: the yardstick
-    for every difference between recipes in this module's tables."""
+def preset_seeds(prediction: str = PRESET_PREDICTION, machine: str = "") -> pd.DataFrame:
+    """The ``cpu`` preset's own runs (:data:`PRESET_RUNS`) at every seed measured on one
+    ``machine`` (default: the earlier rows', not recorded), as it predicts (``prediction`` of
+    ``recipe_posthoc.json``), one row per seed: validation accuracy on the three honest classes
+    and each one's sensitivity, with exact (Clopper-Pearson) 95 % intervals. The spread between
+    the rows is what seeds alone do to one recipe: the yardstick for every difference between
+    recipes in this module's tables (:func:`machine_comparison` shows what the machine does)."""
     results, runs = _posthoc_results(), load_recipe_runs()
     rows = []
-    for seed in _measured_runs().get(PRESET_RUNS, []):
-        scores = results[run_name(*PRESET_RUNS, seed)][prediction]
-        measured = runs[(runs.variant == PRESET_RUNS[0]) & (runs.epochs == PRESET_RUNS[1]) & (runs.seed == seed)]
+    for seed in (s for s, m in _measured_runs().get(PRESET_RUNS, []) if m == machine):
+        scores = results[run_name(*PRESET_RUNS, seed, machine=machine)][prediction]
+        measured = runs[
+            (runs.variant == PRESET_RUNS[0])
+            & (runs.epochs == PRESET_RUNS[1])
+            & (runs.seed == seed)
+            & (runs.machine == machine)
+        ]
         per_class = int(measured.valid_n.iloc[0]) // len(CLASS_NAMES)  # the validation split is stratified
         row: dict[str, Any] = {"seed": seed}
         for column, key in SEED_SPREAD_SCORES.items():
@@ -327,7 +393,9 @@ def describe_challengers() -> list[str]:
 def load_recipe_runs() -> pd.DataFrame:
     """Every measured run, one row each (see ``tools/recipe_runs.py`` for the columns)."""
     with resources.files("cxrlib").joinpath("recipe_runs.csv").open() as f:
-        return pd.read_csv(f, dtype={"valid_correct": str, "commit": str})
+        runs = pd.read_csv(f, dtype={"valid_correct": str, "commit": str, "machine": str})
+    runs["machine"] = runs.machine.fillna("")  # rows from before machines were recorded
+    return runs
 
 
 def reference_of(variant: str, baseline: str = "base", baseline_epochs: int = 12) -> tuple[str, int]:
@@ -342,14 +410,22 @@ def reference_of(variant: str, baseline: str = "base", baseline_epochs: int = 12
 def recipe_summary(runs: pd.DataFrame | None = None, baseline: str = "base", baseline_epochs: int = 12) -> pd.DataFrame:
     """One row per variant and budget (named by :func:`variant_label`): its seeds, mean
     validation numbers over the seeds, minutes, and the paired comparison with ``baseline`` (trained for ``baseline_epochs``,
-    the screening budget; :func:`reference_of` for a ``preset+...`` or ``cpu+...`` variant) at the same seed:
+    the screening budget; :func:`reference_of` for a ``preset+...`` or ``cpu+...`` variant) at the same seed
+    on the same machine (a recipe retrained on another machine, with no reference there: against its
+    own runs on the earlier machine, :func:`machine_comparison`):
     images only one of the two got right, McNemar's p-value per seed, and the :func:`verdict`."""
     runs = load_recipe_runs() if runs is None else runs
     rows = []
-    for (variant, epochs, images), group in runs.groupby(["variant", "epochs", "epoch_images"], sort=False):
+    groups = runs.groupby(["variant", "epochs", "epoch_images", "machine"], sort=False)
+    for (variant, epochs, images, machine), group in groups:
         paired, tests = [], []
         against, against_epochs = reference_of(variant, baseline, baseline_epochs)
-        ref = runs[(runs.variant == against) & (runs.epochs == against_epochs)]
+        # runs are paired on one machine: a seed trains another network on another CPU
+        ref = runs[(runs.variant == against) & (runs.epochs == against_epochs) & (runs.machine == machine)]
+        against_machine = machine
+        if ref.empty and machine:  # a recipe retrained on another machine: against itself on the earlier one
+            against, against_epochs, against_machine = variant, epochs, ""
+            ref = runs[(runs.variant == variant) & (runs.epochs == epochs) & (runs.machine == "")]
         is_ref = variant == baseline and epochs == baseline_epochs
         for _, run in group.iterrows():
             same_seed = ref[ref.seed == run.seed]
@@ -359,13 +435,14 @@ def recipe_summary(runs: pd.DataFrame | None = None, baseline: str = "base", bas
             tests.append(test)
             paired.append(f"seed {run.seed}: +{test['a_only']}/-{test['b_only']} ({format_p(test['p'])})")
         rows.append({
-            "variant": variant_label(variant, epochs, images), "changes": group.changes.iloc[0], "seeds": len(group),
+            "variant": variant_label(variant, epochs, images, machine), "changes": group.changes.iloc[0],
+            "seeds": len(group),
             "images shown": int(group.images_shown.mean()), "minutes": round(group.seconds.mean() / 60, 1),
             "accuracy (4 classes)": group.accuracy.mean(), "accuracy (3 classes)": group.accuracy_3class.mean(),
             "macro AUC": group.macro_auc.mean(), "COVID sensitivity": group.sens_COVID.mean(),
             "Normal sensitivity": group.sens_Normal.mean(),
             "Viral Pneumonia sensitivity": group["sens_Viral Pneumonia"].mean(),
-            "compared with": "" if is_ref else variant_label(against, against_epochs, images),
+            "compared with": "" if is_ref else variant_label(against, against_epochs, images, against_machine),
             "paired, per seed": "; ".join(paired),
             "verdict": "baseline" if is_ref else verdict(tests),
         })  # fmt: skip
@@ -413,7 +490,7 @@ def variant_verdict(variant: str, runs: pd.DataFrame | None = None, epochs: int 
     e.g. ``no consistent difference``, for a page's text to paste."""
     runs = load_recipe_runs() if runs is None else runs
     mine = _variant_runs(variant, runs, epochs)
-    label = variant_label(variant, int(mine.epochs.iloc[0]), int(mine.epoch_images.iloc[0]))
+    label = variant_label(variant, int(mine.epochs.iloc[0]), int(mine.epoch_images.iloc[0]), mine.machine.iloc[0])
     return str(recipe_summary(runs).loc[label, "verdict"])
 
 
@@ -426,15 +503,16 @@ def describe_variant(variant: str, runs: pd.DataFrame | None = None, epochs: int
     and the verdict."""
     runs = load_recipe_runs() if runs is None else runs
     mine = _variant_runs(variant, runs, epochs)
-    budget, images = int(mine.epochs.iloc[0]), int(mine.epoch_images.iloc[0])
-    row = recipe_summary(runs).loc[variant_label(variant, budget, images)]
+    budget, images, machine = int(mine.epochs.iloc[0]), int(mine.epoch_images.iloc[0]), mine.machine.iloc[0]
+    mine = mine[mine.machine == machine]
+    row = recipe_summary(runs).loc[variant_label(variant, budget, images, machine)]
     against_name, against_epochs = reference_of(variant)
-    against = runs[(runs.variant == against_name) & (runs.epochs == against_epochs)]
+    against = runs[(runs.variant == against_name) & (runs.epochs == against_epochs) & (runs.machine == machine)]
     # both means over the seeds both have (the preset has more seeds than its base)
     seeds = sorted(set(mine.seed) & set(against.seed)) or sorted(set(mine.seed))
     accuracy = mine[mine.seed.isin(seeds)].accuracy.mean()
     reference = against[against.seed.isin(seeds)].accuracy.mean()
-    against_label = variant_label(against_name, against_epochs, images)
+    against_label = variant_label(against_name, against_epochs, images, machine)
     if (against_name, against_epochs) == PRESET_BASE_RUNS:
         named = f"the {against_name} recipe at the preset's budget ({against_label})"
     elif against_name == "base":

@@ -17,11 +17,13 @@ from cxrlib.ablation import (
     PRESET_RUNS,
     challengers,
     describe_challengers,
+    describe_machine_comparison,
     describe_preset_choice,
     describe_preset_seeds,
     describe_variant,
     load_posthoc,
     load_recipe_runs,
+    machine_comparison,
     machine_tag,
     parse_run_name,
     posthoc_verdicts,
@@ -32,6 +34,7 @@ from cxrlib.ablation import (
     reference_of,
     run_label,
     run_name,
+    seed_label,
     variant_label,
     variant_verdict,
     verdict,
@@ -59,12 +62,13 @@ def test_verdict_needs_every_seed_to_agree_and_be_significant() -> None:
     assert verdict([win]) == "one seed only: no verdict"
 
 
-def _run(variant: str, seed: int, epochs: int, correct: str) -> dict[str, object]:
+def _run(variant: str, seed: int, epochs: int, correct: str, machine: str = "") -> dict[str, object]:
     acc = correct.count("1") / len(correct)
     return {
         "variant": variant,
         "changes": variant,
         "seed": seed,
+        "machine": machine,
         "epochs": epochs,
         "epoch_images": 100,
         "images_shown": epochs * 100,
@@ -311,3 +315,42 @@ def test_describe_preset_seeds_gives_each_numbers_range() -> None:
     assert "at 2 seeds (0, 3)" in sentence
     assert "accuracy (3 classes) 0.960 to 0.980, COVID sensitivity 0.900 to 0.970" in sentence
     assert "Normal sensitivity 0.950 at every seed" in sentence
+
+
+def test_runs_are_paired_only_on_the_machine_that_trained_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the preset at seed 0 on the unrecorded machine and on AMD-EPYC: two networks
+    stored = {
+        run_name(*PRESET_RUNS, 0): {PRESET_PREDICTION: _scores("1" * 290 + "0" * 10)},
+        run_name(*PRESET_RUNS, 0, machine="AMD-EPYC"): {PRESET_PREDICTION: _scores("1" * 280 + "0" * 20)},
+        run_name("cpu+noise", 22, 0, machine="AMD-EPYC"): {PRESET_PREDICTION: _scores("1" * 284 + "0" * 16)},
+    }
+    monkeypatch.setattr(ablation, "_posthoc_results", lambda: stored)
+    choice = challengers()[("cpu+noise", 22)]
+    assert list(choice.index) == [seed_label(0, "AMD-EPYC")] == ["0 on AMD-EPYC"]
+    # +4/-0 against the AMD-EPYC preset, not +0/-6 against the other machine's
+    assert choice.iloc[0]["images only now right"] == 4 and choice.iloc[0]["images only before right"] == 0
+    assert "seed 0 on AMD-EPYC: accuracy (3 classes) 0.933 -> 0.947" in describe_challengers()[0]
+    machines = machine_comparison()
+    assert list(machines.index) == [0] and machines.iloc[0]["images only before right"] == 10
+    sentence = describe_machine_comparison(machines)
+    assert "retrained on AMD-EPYC" in sentence and sentence.endswith("Verdict: one seed only: no verdict.")
+    # the seed spread stays on one machine
+    preset_rows = [{**_run(PRESET_RUNS[0], 0, 22, "1" * 400, machine), "valid_n": 400} for machine in ("", "AMD-EPYC")]
+    monkeypatch.setattr(ablation, "load_recipe_runs", lambda: pd.DataFrame(preset_rows))
+    assert list(preset_seeds().index) == [0] and preset_seeds().loc[0, "accuracy (3 classes)"] == pytest.approx(
+        290 / 300
+    )
+    assert preset_seeds(machine="AMD-EPYC").loc[0, "accuracy (3 classes)"] == pytest.approx(280 / 300)
+    runs = pd.DataFrame(
+        [
+            _run("no-noise-blur", 0, 22, "1" * 90 + "0" * 10),
+            _run("preset+flip", 0, 22, "1" * 80 + "0" * 20),
+            _run("preset+flip", 0, 22, "1" * 85 + "0" * 15, machine="AMD-EPYC"),
+        ]
+    )
+    summary = recipe_summary(runs)
+    assert summary.loc["preset+flip, 22 × 100", "paired, per seed"] == "seed 0: +0/-10 (p = 0.002)"
+    on_amd = summary.loc["preset+flip, 22 × 100, on AMD-EPYC"]  # no base run on AMD-EPYC: against itself
+    assert (
+        on_amd["compared with"] == "preset+flip, 22 × 100" and on_amd["paired, per seed"] == "seed 0: +5/-0 (p = 0.062)"
+    )

@@ -278,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--command", help="with --record: the command that trained RUN")
     parser.add_argument("--seconds", type=float, help="with --record: its wall-clock seconds")
     parser.add_argument(
-        "--machine", default=MACHINE, help=f"with --record: the CPU that trained RUN, as a tag (default: this one, {MACHINE})"
+        "--machine",
+        default=MACHINE,
+        help=f"with --record: the CPU that trained RUN, as a tag (default: this one, {MACHINE})",
     )
     parser.add_argument(
         "--remeasure",
