@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from importlib import resources
 from typing import Any
 
@@ -345,11 +346,15 @@ def describe_comparison(choice: pd.DataFrame) -> str:
             f"{row['accuracy (3 classes), now']:.3f} ({sens}; +{int(row['images only now right'])}/"
             f"-{int(row['images only before right'])}, McNemar {format_p(row['McNemar p'])})"
         )
-    paired = [
+    return "; ".join(parts) + f". Verdict: {comparison_verdict(choice)}."
+
+
+def comparison_verdict(choice: pd.DataFrame) -> str:
+    """The :func:`verdict` of a :func:`prediction_comparison`, from its paired counts per seed."""
+    return verdict([
         {"a_only": int(r["images only now right"]), "b_only": int(r["images only before right"]), "p": r["McNemar p"]}
         for _, r in choice.iterrows()
-    ]
-    return "; ".join(parts) + f". Verdict: {verdict(paired)}."
+    ])  # fmt: skip
 
 
 def describe_preset_choice(choice: pd.DataFrame | None = None) -> str:
@@ -388,6 +393,26 @@ def describe_challengers() -> list[str]:
             + describe_comparison(choice)
         )
     return out
+
+
+def describe_augmentation_challengers(augmentations: Iterable[str]) -> list[str]:
+    """One line per augmentation (``AugmentConfig`` field names, e.g. ``noise``) that a
+    :func:`challengers` variant switched on or off on its own (``cpu+noise``, ``cpu+no-gamma``):
+    the variant, its paired counts per seed and its verdict against the preset as both predict.
+    Augmentations with no such variant are left out."""
+    found = challengers()
+    lines = []
+    for name in augmentations:
+        for variant in (f"{CHALLENGER_PREFIX}{name}", f"{CHALLENGER_PREFIX}no-{name}"):
+            choice = found.get((variant, PRESET_RUNS[1]))
+            if choice is None:
+                continue
+            paired = "; ".join(
+                f"seed {seed}: +{int(r['images only now right'])}/-{int(r['images only before right'])}"
+                for seed, r in choice.iterrows()
+            )
+            lines.append(f"{name} ({variant}): {paired}; verdict: {comparison_verdict(choice)}")
+    return lines
 
 
 def load_recipe_runs() -> pd.DataFrame:

@@ -182,7 +182,9 @@ PRESETS: dict[str, TrainConfig] = {
     # on the whole database, where its films are harder, train with class_shares=None if it
     # matters to you (chapter 3 says so). Every single change measured on top of it since is
     # behind it, as both predict, at one seed or more (the list, with each verdict:
-    # ablation.challengers, chapter 3); averaging the predictions at three sizes was not ahead
+    # ablation.challengers, chapter 3; the eight single augmentations were measured on another
+    # CPU, against the preset retrained there, since a seed trains another network on another
+    # CPU: ablation.machine_comparison); averaging the predictions at three sizes was not ahead
     # at every one of its four seeds (recipe_posthoc.json). Its own training at four seeds
     # shows what the seed alone does (ablation.preset_seeds).
     "cpu": TrainConfig(

@@ -16,6 +16,7 @@ from cxrlib.ablation import (
     PRESET_PREDICTION,
     PRESET_RUNS,
     challengers,
+    describe_augmentation_challengers,
     describe_challengers,
     describe_machine_comparison,
     describe_preset_choice,
@@ -41,6 +42,7 @@ from cxrlib.ablation import (
 )
 from cxrlib.recipe import preset
 from cxrlib.stats import exact_interval
+from cxrlib.transforms import AugmentConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from recipe_runs import VARIANTS, starting_recipe  # noqa: E402
@@ -354,3 +356,26 @@ def test_runs_are_paired_only_on_the_machine_that_trained_them(monkeypatch: pyte
     assert (
         on_amd["compared with"] == "preset+flip, 22 × 100" and on_amd["paired, per seed"] == "seed 0: +5/-0 (p = 0.062)"
     )
+
+
+def test_each_augmentation_alone_is_read_from_its_challenger(monkeypatch: pytest.MonkeyPatch) -> None:
+    preset_runs = {run_name(*PRESET_RUNS, s): {PRESET_PREDICTION: _scores("1" * 290 + "0" * 10)} for s in (0, 1)}
+    stored = {
+        **preset_runs,
+        "cpu+noise-e22x2000-s0": {PRESET_PREDICTION: _scores("1" * 280 + "0" * 20)},
+        "cpu+noise-e22x2000-s1": {PRESET_PREDICTION: _scores("1" * 285 + "0" * 15)},
+        "cpu+no-gamma-e22x2000-s0": {PRESET_PREDICTION: _scores("1" * 292 + "0" * 8)},
+    }
+    monkeypatch.setattr(ablation, "_posthoc_results", lambda: stored)
+    lines = describe_augmentation_challengers(["gamma", "noise", "hflip"])
+    assert lines == [
+        "gamma (cpu+no-gamma): seed 0: +2/-0; verdict: one seed only: no verdict",
+        "noise (cpu+noise): seed 0: +0/-10; seed 1: +0/-5; verdict: behind at every seed, significant at some seeds only",
+    ]  # hflip has no cpu+ variant: left out
+
+
+def test_every_augmentation_but_the_flip_was_measured_alone_on_the_preset() -> None:
+    names = [n for n in AugmentConfig.__dataclass_fields__ if n != "hflip"]  # the flip: preset+hflip
+    lines = describe_augmentation_challengers(names)
+    assert [line.split(" ")[0] for line in lines] == names
+    assert all(line.count("seed ") >= 2 for line in lines)  # two seeds or more behind each
