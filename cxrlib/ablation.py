@@ -220,8 +220,9 @@ def machine_comparison(
 ) -> pd.DataFrame:
     """One recipe's runs on a recorded ``machine`` (default: the first one with runs)
     against its runs on the machine that was not recorded, seed by seed, both as ``prediction``:
-    :func:`prediction_comparison`'s columns. Same code, data, config and seed: what differs is
-    only the CPU's arithmetic, which is enough to train another network."""
+    :func:`prediction_comparison`'s columns. Same recipe, data and seed: what differs is the
+    machine (at one commit, 97162a7, with the same pinned libraries, the preset's seed 2 gave
+    another network on each of two CPUs)."""
     measured = _measured_runs().get(variant, [])
     machines = [m for _, m in measured if m]
     machine = machine or (machines[0] if machines else "")
@@ -241,7 +242,7 @@ def describe_machine_comparison(comparison: pd.DataFrame | None = None, machine:
     machine = machine or next(m for _, m in _measured_runs()[PRESET_RUNS] if m)
     return (
         f"Stored measurement (cxrlib/recipe_posthoc.json, validation split): the cpu preset retrained on {machine} "
-        f"against its runs on the machine of the earlier rows ({PRESET_PREDICTION}), same code, data and seed, "
+        f"against its runs on the machine of the earlier rows ({PRESET_PREDICTION}), same recipe, data and seed, "
         f"the earlier machine's numbers first, then +a/-b: a images only the {machine} network got right: "
         + describe_comparison(comparison)
     )
@@ -256,11 +257,11 @@ def _paired_runs(
     the rows of :func:`prediction_comparison`, indexed by the labels."""
     results = _posthoc_results()
     rows = []
-    for label, (*new, new_seed, new_machine), (*old, old_seed, old_machine) in pairs:
+    for seed, (*new, new_seed, new_machine), (*old, old_seed, old_machine) in pairs:
         now = results[run_name(*new, new_seed, machine=new_machine)][new_prediction]
         before = results[run_name(*old, old_seed, machine=old_machine)][old_prediction]
         test = mcnemar(now["correct"], before["correct"])
-        row: dict[str, Any] = {"seed": label}
+        row: dict[str, Any] = {"seed": seed}
         for label, scores in (("before", before), ("now", now)):
             row[f"accuracy (3 classes), {label}"] = scores["accuracy_3class"]
             for c in HONEST_CLASSES:
