@@ -215,6 +215,14 @@ def prediction_comparison(
     )
 
 
+def _recorded_machine(variant: tuple[str, int]) -> str:
+    """The first recorded machine with runs of ``variant`` in ``recipe_posthoc.json``."""
+    machine = next((m for _, m in _measured_runs().get(variant, []) if m), "")
+    if not machine:
+        raise KeyError(f"no run of {variant[0]} on a recorded machine")
+    return machine
+
+
 def machine_comparison(
     variant: tuple[str, int] = PRESET_RUNS, machine: str | None = None, prediction: str = PRESET_PREDICTION
 ) -> pd.DataFrame:
@@ -224,10 +232,7 @@ def machine_comparison(
     machine (at one commit, 97162a7, with the same pinned libraries, the preset's seed 2 gave
     another network on each of two CPUs)."""
     measured = _measured_runs().get(variant, [])
-    machines = [m for _, m in measured if m]
-    machine = machine or (machines[0] if machines else "")
-    if not machine:
-        raise KeyError(f"no run of {variant[0]} on a recorded machine")
+    machine = machine or _recorded_machine(variant)
     on_it = {seed for seed, m in measured if m == machine}
     seeds = sorted(on_it & {seed for seed, m in measured if not m})
     return _paired_runs(
@@ -237,9 +242,8 @@ def machine_comparison(
 
 def describe_machine_comparison(comparison: pd.DataFrame | None = None, machine: str | None = None) -> str:
     """:func:`machine_comparison` of the cpu preset in words (:func:`describe_comparison`)."""
-    if comparison is None:
-        comparison = machine_comparison(machine=machine)
-    machine = machine or next(m for _, m in _measured_runs()[PRESET_RUNS] if m)
+    machine = machine or _recorded_machine(PRESET_RUNS)
+    comparison = machine_comparison(machine=machine) if comparison is None else comparison
     return (
         f"Stored measurement (cxrlib/recipe_posthoc.json, validation split): the cpu preset retrained on {machine} "
         f"against its runs on the machine of the earlier rows ({PRESET_PREDICTION}), same recipe, data and seed, "
@@ -401,13 +405,13 @@ def describe_augmentation_challengers(augmentations: Iterable[str]) -> list[str]
     :func:`challengers` variant switched on or off on its own (``cpu+noise``, ``cpu+no-gamma``):
     the variant, its paired counts per seed and its verdict against the preset as both predict.
     Augmentations with no such variant are left out."""
-    found = challengers()
+    measured = set(challenger_variants())
     lines = []
     for name in augmentations:
         for variant in (f"{CHALLENGER_PREFIX}{name}", f"{CHALLENGER_PREFIX}no-{name}"):
-            choice = found.get((variant, PRESET_RUNS[1]))
-            if choice is None:
+            if (variant, PRESET_RUNS[1]) not in measured:
                 continue
+            choice = prediction_comparison((variant, PRESET_RUNS[1]), PRESET_RUNS)
             paired = "; ".join(
                 f"seed {seed}: +{int(r['images only now right'])}/-{int(r['images only before right'])}"
                 for seed, r in choice.iterrows()
@@ -433,6 +437,21 @@ def reference_of(variant: str, baseline: str = "base", baseline_epochs: int = 12
     return PRESET_BASE_RUNS if variant.startswith("preset+") else (baseline, baseline_epochs)
 
 
+def reference_runs(
+    variant: str, epochs: int, machine: str, runs: pd.DataFrame, baseline: str = "base", baseline_epochs: int = 12
+) -> tuple[str, int, str, pd.DataFrame]:
+    """What the runs of ``variant`` at ``epochs`` on ``machine`` are paired with:
+    ``(variant, epochs, machine, rows)`` of :func:`reference_of`'s runs on the same machine (a
+    seed trains another network on another CPU). A recipe retrained on a recorded machine
+    where its reference has no runs is paired with its own runs on the earlier, unrecorded
+    machine instead (:func:`machine_comparison`)."""
+    against, against_epochs = reference_of(variant, baseline, baseline_epochs)
+    ref = runs[(runs.variant == against) & (runs.epochs == against_epochs) & (runs.machine == machine)]
+    if ref.empty and machine:
+        return variant, epochs, "", runs[(runs.variant == variant) & (runs.epochs == epochs) & (runs.machine == "")]
+    return against, against_epochs, machine, ref
+
+
 def recipe_summary(runs: pd.DataFrame | None = None, baseline: str = "base", baseline_epochs: int = 12) -> pd.DataFrame:
     """One row per variant and budget (named by :func:`variant_label`): its seeds, mean
     validation numbers over the seeds, minutes, and the paired comparison with ``baseline`` (trained for ``baseline_epochs``,
@@ -445,13 +464,9 @@ def recipe_summary(runs: pd.DataFrame | None = None, baseline: str = "base", bas
     groups = runs.groupby(["variant", "epochs", "epoch_images", "machine"], sort=False)
     for (variant, epochs, images, machine), group in groups:
         paired, tests = [], []
-        against, against_epochs = reference_of(variant, baseline, baseline_epochs)
-        # runs are paired on one machine: a seed trains another network on another CPU
-        ref = runs[(runs.variant == against) & (runs.epochs == against_epochs) & (runs.machine == machine)]
-        against_machine = machine
-        if ref.empty and machine:  # a recipe retrained on another machine: against itself on the earlier one
-            against, against_epochs, against_machine = variant, epochs, ""
-            ref = runs[(runs.variant == variant) & (runs.epochs == epochs) & (runs.machine == "")]
+        against, against_epochs, against_machine, ref = reference_runs(
+            variant, epochs, machine, runs, baseline, baseline_epochs
+        )
         is_ref = variant == baseline and epochs == baseline_epochs
         for _, run in group.iterrows():
             same_seed = ref[ref.seed == run.seed]
@@ -532,13 +547,12 @@ def describe_variant(variant: str, runs: pd.DataFrame | None = None, epochs: int
     budget, images, machine = int(mine.epochs.iloc[0]), int(mine.epoch_images.iloc[0]), mine.machine.iloc[0]
     mine = mine[mine.machine == machine]
     row = recipe_summary(runs).loc[variant_label(variant, budget, images, machine)]
-    against_name, against_epochs = reference_of(variant)
-    against = runs[(runs.variant == against_name) & (runs.epochs == against_epochs) & (runs.machine == machine)]
+    against_name, against_epochs, against_machine, against = reference_runs(variant, budget, machine, runs)
     # both means over the seeds both have (the preset has more seeds than its base)
     seeds = sorted(set(mine.seed) & set(against.seed)) or sorted(set(mine.seed))
     accuracy = mine[mine.seed.isin(seeds)].accuracy.mean()
     reference = against[against.seed.isin(seeds)].accuracy.mean()
-    against_label = variant_label(against_name, against_epochs, images, machine)
+    against_label = variant_label(against_name, against_epochs, images, against_machine)
     if (against_name, against_epochs) == PRESET_BASE_RUNS:
         named = f"the {against_name} recipe at the preset's budget ({against_label})"
     elif against_name == "base":
