@@ -23,7 +23,7 @@ OPTIMIZERS = ("adamw", "sgd")
 #: existed: :meth:`TrainConfig.to_dict` writes them only when set, so every earlier run keeps
 #: the configuration it was stored and published under (:func:`cxrlib.runs.ensure_run`
 #: compares it; :func:`cxrlib.published.run_key` hashes it)
-WRITTEN_ONLY_WHEN_SET = ("mixup",)
+WRITTEN_ONLY_WHEN_SET = ("mixup", "cutmix", "start_img_size")
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,16 @@ class TrainConfig:
     #: Beta(mixup, mixup), and the loss blends the two labels alike (see
     #: :func:`cxrlib.transforms.mixup_batch`); 0: off
     mixup: float = 0.0
+    #: CutMix (Yun et al., *CutMix: Regularization Strategy to Train Strong Classifiers with
+    #: Localizable Features*, ICCV 2019): the share of batches in which each image gets a box
+    #: pasted from another image of the batch, its area drawn from Beta(1, 1) as in the paper;
+    #: the loss blends the two labels by the pasted area (see
+    #: :func:`cxrlib.transforms.cutmix_batch`); 0: off. Not with ``mixup``: one or the other
+    cutmix: float = 0.0
+    #: progressive resizing (as in FFCV's ResNet recipes): the first epochs train at this
+    #: size, the size then ramps up to ``img_size`` (see :meth:`img_size_at`), which the last
+    #: epochs, validation and prediction use; ``None``: every epoch at ``img_size``
+    start_img_size: int | None = None
     #: decay of an exponential moving average of the weights (``None``: off); when on, the
     #: average is what is validated and saved in ``best.pt``
     ema_decay: float | None = None
@@ -103,6 +113,20 @@ class TrainConfig:
     def eval_img_size(self) -> int:
         """The size the finished model predicts at: ``img_size + eval_size_increase``."""
         return self.img_size + self.eval_size_increase
+
+    def img_size_at(self, epoch: int) -> int:
+        """The training size of ``epoch`` (from 0). With :attr:`start_img_size`, it stays there
+        for the first fifth of the epochs, ramps linearly (in steps of 16 px, rounded down)
+        to ``img_size`` by 77 % of them, and stays at ``img_size`` to the end."""
+        if self.start_img_size is None or self.epochs == 1:
+            return self.img_size
+        ramp_end = min(max(round(0.77 * self.epochs), 1), self.epochs - 1)  # the last epoch at img_size
+        ramp_start = min(round(0.2 * self.epochs), ramp_end - 1)
+        fraction = min(max((epoch - ramp_start) / (ramp_end - ramp_start), 0.0), 1.0)
+        if fraction >= 1.0:
+            return self.img_size
+        step = int(fraction * (self.img_size - self.start_img_size)) // 16 * 16
+        return self.start_img_size + step
 
     def size_phrase(self) -> str:
         """The image sizes in words: "160-px images, predicting at 192 px"."""
@@ -140,8 +164,14 @@ class TrainConfig:
             raise CXRError("--epoch-images must be at least 1")
         if self.class_shares is not None and any(not (w > 0) for w in self.class_shares.values()):
             raise CXRError("class_shares must be positive weights, e.g. {'Lung_Opacity': 0.5}")
+        if not 0 <= self.cutmix <= 1:
+            raise CXRError("cutmix is the share of batches it is applied to: between 0 and 1")
+        if self.start_img_size is not None and not 32 <= self.start_img_size <= self.img_size:
+            raise CXRError("start_img_size must be between 32 px and img_size")
         if self.mixup < 0:
             raise CXRError("mixup must be 0 (off) or a positive Beta parameter, e.g. 0.2")
+        if self.mixup and self.cutmix:
+            raise CXRError("mixup and cutmix blend batches each their own way: switch one of them off")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise CXRError("ema_decay must be between 0 and 1")
         if self.region not in REGIONS:
@@ -184,7 +214,8 @@ PRESETS: dict[str, TrainConfig] = {
     # behind it, as both predict, at one seed or more (the list, with each verdict:
     # ablation.challengers, chapter 3; the eight single augmentations were measured on another
     # CPU, against the preset retrained there, since a seed trains another network on another
-    # CPU: ablation.machine_comparison); averaging the predictions at three sizes was not ahead
+    # CPU: ablation.machine_comparison; so were progressive resizing and CutMix, behind at both
+    # of their seeds); averaging the predictions at three sizes was not ahead
     # at every one of its four seeds (recipe_posthoc.json). Its own training at four seeds
     # shows what the seed alone does (ablation.preset_seeds).
     "cpu": TrainConfig(

@@ -57,6 +57,7 @@ from .transforms import (
     IMAGENET_NORMALIZATION,
     Normalization,
     Preprocessing,
+    cutmix_batch,
     data_normalization,
     eval_transform,
     mixup_batch,
@@ -308,7 +309,11 @@ def train(
         disable=not (progress and run.main_process),
     )
     for epoch in epochs_bar:
-        if budget_s is not None and epoch_times and time.monotonic() - started + max(epoch_times) > budget_s:
+        if (
+            budget_s is not None
+            and epoch_times
+            and time.monotonic() - started + next_epoch_seconds(config, epoch, epoch_times) > budget_s
+        ):
             stopped = "time-budget"
             say(
                 f"stopping before epoch {epoch + 1}: the next epoch would pass the {config.max_minutes:g}-minute budget"
@@ -345,6 +350,16 @@ def train(
     if run.world > 1:
         dist.barrier()
     return TrainResult(run.run_dir, run.history, run.best_epoch, run.best_metrics, stopped, run.pretrained_used)
+
+
+def next_epoch_seconds(config: TrainConfig, epoch: int, epoch_times: list[float]) -> float:
+    """The time cap's guess of how long ``epoch`` will take, from the epochs before it
+    (``epoch_times``, ending just before ``epoch``): the slowest of them, each scaled by the
+    ratio of the pixels per image, since under progressive resizing a later epoch trains at a
+    larger size (:meth:`TrainConfig.img_size_at`) than the ones measured."""
+    first = epoch - len(epoch_times)
+    size = config.img_size_at(epoch)
+    return max(t * (size / config.img_size_at(first + k)) ** 2 for k, t in enumerate(epoch_times))
 
 
 def _setup(
@@ -565,8 +580,9 @@ def _run_epoch(run: _Run, epoch: int, progress: bool) -> tuple[dict[str, Any], b
     run.ddp_model.train()
     use_amp = dev.type == "cuda"
     total_loss, total_correct, seen = 0.0, 0, 0
-    # mixup's own draws, so that switching it on leaves the augmentations' randomness alone
-    mix_rng = np.random.default_rng((config.seed, epoch, run.rank)) if config.mixup else None
+    # mixup's (or CutMix's) own draws, so that switching it on leaves the augmentations' randomness alone
+    mix_rng = np.random.default_rng((config.seed, epoch, run.rank)) if config.mixup or config.cutmix else None
+    size = config.img_size_at(epoch)
     # the per-batch bar only in a terminal: in a notebook each epoch's bar would stay on
     # the page as an empty widget (blank space in the rendered book); the epochs bar stays
     for images, target in tqdm(
@@ -578,13 +594,18 @@ def _run_epoch(run: _Run, epoch: int, progress: bool) -> tuple[dict[str, Any], b
     ):
         images = images.to(dev, non_blocking=True)
         target = torch.as_tensor(target).to(dev, non_blocking=True)
-        if mix_rng is not None:
+        if size != images.shape[-1]:  # progressive resizing: the pixels are cached at img_size
+            images = nn.functional.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
+        partner = None
+        if config.mixup:
             images, partner, lam = mixup_batch(images, config.mixup, mix_rng)
+        elif mix_rng is not None and mix_rng.random() < config.cutmix:
+            images, partner, lam = cutmix_batch(images, 1.0, mix_rng)  # Beta(1, 1), as in the paper
         images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(dev.type, dtype=run.amp_dtype, enabled=use_amp):
             logits = run.ddp_model(images)
             loss = run.criterion(logits.float(), target)
-            if mix_rng is not None:
+            if partner is not None:
                 loss = lam * loss + (1.0 - lam) * run.criterion(logits.float(), target[partner])
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
@@ -611,6 +632,8 @@ def _run_epoch(run: _Run, epoch: int, progress: bool) -> tuple[dict[str, Any], b
         "valid_loss": valid_loss, "valid_accuracy": metrics["accuracy"], "valid_macro_auc": metrics["macro_auc"],
         "lr": float(run.scheduler.get_last_lr()[0]), "seconds": round(epoch_time, 2),
     }  # fmt: skip
+    if config.start_img_size is not None:
+        entry["img_size"] = size
     if raw is not None:
         entry.update(valid_accuracy_raw=raw["accuracy"], valid_macro_auc_raw=raw["macro_auc"])
     run.history.append(entry)

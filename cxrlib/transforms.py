@@ -264,6 +264,28 @@ def mixup_batch(
     return lam * images + (1.0 - lam) * images[partner], partner, lam
 
 
+def cutmix_batch(
+    images: torch.Tensor, alpha: float, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """CutMix of one batch: ``(images, partner of each image, weight)``. One box, of area
+    ``1 - lam`` with ``lam`` drawn from Beta(alpha, alpha) and centred at a random point
+    (clipped at the border), is pasted into every image from another image of the batch (a
+    random permutation); ``lam`` is then the share of each image left its own, and the loss
+    is ``lam * loss(own label) + (1 - lam) * loss(partner's label)`` as for
+    :func:`mixup_batch`. ``rng`` makes the draws repeatable."""
+    height, width = images.shape[-2:]
+    cut = float(np.sqrt(1.0 - rng.beta(alpha, alpha)))
+    box_h, box_w = int(round(height * cut)), int(round(width * cut))
+    cy, cx = int(rng.integers(height)), int(rng.integers(width))
+    top, bottom = max(cy - box_h // 2, 0), min(cy + box_h // 2, height)
+    left, right = max(cx - box_w // 2, 0), min(cx + box_w // 2, width)
+    partner = torch.from_numpy(rng.permutation(len(images))).to(images.device)
+    mixed = images.clone()
+    mixed[..., top:bottom, left:right] = images[partner][..., top:bottom, left:right]
+    lam = 1.0 - (bottom - top) * (right - left) / (height * width)
+    return mixed, partner, lam
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """Everything needed to turn a file into a model input: stored in every checkpoint."""

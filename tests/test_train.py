@@ -22,7 +22,7 @@ from cxrlib.evaluate import predict_split
 from cxrlib.published import run_key
 from cxrlib.recipe import WRITTEN_ONLY_WHEN_SET, TrainConfig, preset
 from cxrlib.runs import describe_learning_curves, describe_outcome, run_outcome
-from cxrlib.train import epoch_positions, fit_class_offsets, train
+from cxrlib.train import epoch_positions, fit_class_offsets, next_epoch_seconds, train
 
 from conftest import CANONICAL, build_dataset
 from tinyrun import TINY, tiny_run
@@ -452,6 +452,50 @@ def test_mixup_is_checked_and_trains_repeatably(tiny_data: Path, tmp_path: Path)
     weights = {n: torch.load(tmp_path / n / "last.pt", weights_only=True)["model"] for n in ("a", "b", "plain")}
     assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])  # seeded
     assert not all(torch.equal(weights["a"][k], weights["plain"][k]) for k in weights["a"])  # it does something
+
+
+def test_cutmix_is_checked_and_trains_repeatably(tiny_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(CXRError, match="cutmix"):
+        replace(TINY, cutmix=1.5).validate()
+    with pytest.raises(CXRError, match="switch one of them off"):
+        replace(TINY, cutmix=0.5, mixup=0.2).validate()
+    cfg = replace(TINY, epochs=1, cutmix=1.0)
+    for name in ("a", "b", "plain"):
+        run = replace(cfg, cutmix=0.0) if name == "plain" else cfg
+        train(run, tmp_path / name, data_dir=tiny_data, progress=False, log=lambda m: None)
+    weights = {n: torch.load(tmp_path / n / "last.pt", weights_only=True)["model"] for n in ("a", "b", "plain")}
+    assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])  # seeded
+    assert not all(torch.equal(weights["a"][k], weights["plain"][k]) for k in weights["a"])  # it does something
+
+
+def test_progressive_resizing_ramps_to_the_final_size() -> None:
+    ramp = preset("cpu", img_size=192, start_img_size=128)
+    sizes = [ramp.img_size_at(e) for e in range(ramp.epochs)]
+    assert sizes == [128] * 8 + [144] * 3 + [160] * 3 + [176] * 3 + [192] * 5
+    assert sizes == sorted(sizes) and all(s % 16 == 0 for s in sizes)
+    assert [preset("cpu").img_size_at(e) for e in range(3)] == [preset("cpu").img_size] * 3
+    short = replace(TINY, epochs=2, img_size=48, start_img_size=32)
+    assert [short.img_size_at(e) for e in range(2)] == [32, 48]  # the ramp ends at img_size
+    with pytest.raises(CXRError, match="start_img_size"):
+        replace(TINY, img_size=48, start_img_size=64).validate()
+
+
+def test_the_time_cap_expects_a_larger_epoch_to_take_longer() -> None:
+    fixed = preset("cpu")
+    assert next_epoch_seconds(fixed, 3, [10.0, 12.0, 11.0]) == 12.0  # the slowest so far
+    ramp = preset("cpu", img_size=192, start_img_size=128)
+    # epochs 0-7 at 128 px, epoch 8 at 144 px: (144 / 128) ** 2 times the slowest
+    assert next_epoch_seconds(ramp, 8, [10.0] * 8) == pytest.approx(10.0 * (144 / 128) ** 2)
+    # a resumed run has measured only its own epochs (here 17 and 18, at 192 px)
+    assert next_epoch_seconds(ramp, 19, [20.0, 21.0]) == 21.0
+
+
+def test_progressive_resizing_trains_each_epoch_at_its_size(tiny_data: Path, tmp_path: Path) -> None:
+    cfg = replace(TINY, epochs=3, img_size=48, start_img_size=32)
+    train(cfg, tmp_path / "run", data_dir=tiny_data, progress=False, log=lambda m: None)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["img_size"] for h in history] == [cfg.img_size_at(e) for e in range(3)] == [32, 32, 48]
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["preprocessing"]["img_size"] == 48
 
 
 def test_an_option_added_later_leaves_earlier_runs_configuration_alone() -> None:

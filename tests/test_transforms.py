@@ -5,10 +5,18 @@ from __future__ import annotations
 from dataclasses import fields
 
 import numpy as np
+import pytest
 import torch
 
 from cxrlib.recipe import preset
-from cxrlib.transforms import AUGMENTATION_REASONS, NO_AUGMENT, AugmentConfig, augmentation_table, mixup_batch
+from cxrlib.transforms import (
+    AUGMENTATION_REASONS,
+    NO_AUGMENT,
+    AugmentConfig,
+    augmentation_table,
+    cutmix_batch,
+    mixup_batch,
+)
 
 
 def test_augmentation_table_reads_each_setting_from_the_config() -> None:
@@ -49,3 +57,23 @@ def test_mixup_batch_blends_each_image_with_a_partner_repeatably() -> None:
     again = mixup_batch(images, 0.2, np.random.default_rng(3))
     assert again[2] == lam and torch.equal(again[1], partner)  # the same draws from the same seed
     assert mixup_batch(images, 0.2, np.random.default_rng(4))[2] != lam
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cutmix_batch_pastes_one_box_and_weighs_it_by_its_area(seed: int) -> None:
+    images = torch.arange(4, dtype=torch.float32).reshape(4, 1, 1, 1).expand(4, 1, 20, 30).clone()
+    mixed, partner, lam = cutmix_batch(images, 1.0, np.random.default_rng(seed))
+    assert sorted(partner.tolist()) == [0, 1, 2, 3]
+    for k in range(4):
+        own = mixed[k] == images[k]
+        pasted = mixed[k] == images[partner[k]]
+        assert bool((own | pasted).all())  # every pixel is its own or its partner's
+        if int(partner[k]) != k:
+            # the pasted share is one rectangle, and lam is the share left its own
+            assert float(own.float().mean()) == pytest.approx(lam)
+            rows, cols = torch.nonzero(~own[0], as_tuple=True)
+            if len(rows):
+                box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+                assert int(box) == len(rows)
+    again = cutmix_batch(images, 1.0, np.random.default_rng(seed))
+    assert again[2] == lam and torch.equal(again[0], mixed)  # the same draws from the same seed

@@ -144,6 +144,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cpu+no-translate": _preset_augment(translate=0.0),
     "cpu+no-brightness": _preset_augment(brightness=0.0),
     "cpu+no-contrast": _preset_augment(contrast=0.0),
+    # about the preset's pixels (0.97 of them), spent small early and large late: the epochs
+    # ramp from 128 px to 192 px, which the last five, validation and prediction (+32) use
+    "cpu+progressive": {**_PRESET_TRAINING, "img_size": 192, "start_img_size": 128},
+    # a box from another image of the batch pasted into half of the batches
+    "cpu+cutmix": {**_PRESET_TRAINING, "cutmix": 0.5},
 }
 
 FIELDS = [
