@@ -36,7 +36,7 @@ from .config import DOWNLOAD_SIZE_MB, CXRError
 
 #: = ``cxrlib.models.ARCHITECTURES`` (a copy: importing models imports torch; a test
 #: checks that the two agree).
-ARCHITECTURES: tuple[str, ...] = ("resnet18", "resnet18-w32", "resnet34", "resnet50")
+ARCHITECTURES: tuple[str, ...] = ("resnet18", "resnet18-w32", "resnet34", "resnet34-w32", "resnet50")
 
 #: Exit codes.
 EXIT_INTERNAL_ERROR = 1

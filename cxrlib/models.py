@@ -11,7 +11,9 @@ stages instead of 64 to 512): the same depth, blocks and shortcuts, a quarter of
 computation and of the 11 million weights. Trained from scratch on a few thousand X-rays
 it needs no more capacity, and on 2 CPU cores it trains about four times faster at the
 same image size, which the ``cpu`` recipe spends on a larger image and more epochs (the
-measurements are in chapter 3). No ImageNet weights exist for it.
+measurements are in chapter 3). ``resnet34-w32`` is ResNet-34's deeper stack of the same
+blocks (3, 4, 6 and 3 per stage) at that width, about twice the computation of
+``resnet18-w32``. No ImageNet weights exist for either.
 
 ImageNet weights come through torchvision's weights API and cache
 (``~/.cache/torch/hub/checkpoints``, or ``TORCH_HOME``). ``pretrained``:
@@ -35,11 +37,11 @@ from torch import nn
 
 from .config import CXRError
 
-ARCHITECTURES: tuple[str, ...] = ("resnet18", "resnet18-w32", "resnet34", "resnet50")
+ARCHITECTURES: tuple[str, ...] = ("resnet18", "resnet18-w32", "resnet34", "resnet34-w32", "resnet50")
 
 #: Architectures that are a torchvision model with other stage widths: name -> (torchvision
 #: name, width of the first stage). They have no ImageNet weights.
-NARROW: dict[str, tuple[str, int]] = {"resnet18-w32": ("resnet18", 32)}
+NARROW: dict[str, tuple[str, int]] = {"resnet18-w32": ("resnet18", 32), "resnet34-w32": ("resnet34", 32)}
 Pretrained = Literal["auto", "yes", "no"]
 
 

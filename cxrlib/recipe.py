@@ -214,8 +214,8 @@ PRESETS: dict[str, TrainConfig] = {
     # behind it, as both predict, at one seed or more (the list, with each verdict:
     # ablation.challengers, chapter 3; the eight single augmentations were measured on another
     # CPU, against the preset retrained there, since a seed trains another network on another
-    # CPU: ablation.machine_comparison; so were progressive resizing and CutMix, behind at both
-    # of their seeds); averaging the predictions at three sizes was not ahead
+    # CPU: ablation.machine_comparison; so were progressive resizing, CutMix and a deeper
+    # ResNet-34 at half width, behind at both of their seeds); averaging the predictions at three sizes was not ahead
     # at every one of its four seeds (recipe_posthoc.json). Its own training at four seeds
     # shows what the seed alone does (ablation.preset_seeds).
     "cpu": TrainConfig(

@@ -100,6 +100,20 @@ def test_check_augmentation_accepts_and_rejects() -> None:
     assert "raised" in str(check_augmentation(lambda x: 1 / 0))
 
 
+@pytest.mark.parametrize("arch", sorted(models.NARROW))
+def test_narrow_resnets_keep_their_base_s_depth_at_half_width(arch: str) -> None:
+    base, width = models.NARROW[arch]
+    narrow, used = build_model(arch, 4, pretrained="no")
+    full, _ = build_model(base, 4, pretrained="no")
+    assert not used and narrow.conv1.in_channels == 1 and narrow.fc.out_features == 4
+    for k in range(1, 5):
+        stage, full_stage = getattr(narrow, f"layer{k}"), getattr(full, f"layer{k}")
+        assert len(stage) == len(full_stage)  # the same blocks per stage
+        assert stage[-1].conv2.out_channels == width * 2 ** (k - 1) == full_stage[-1].conv2.out_channels // 2
+    with torch.no_grad():
+        assert narrow.eval()(torch.zeros(2, 1, 64, 64)).shape == (2, 4)
+
+
 def test_build_model_offline_modes() -> None:
     # conftest refuses network connections, as on this machine
     with pytest.raises(PretrainedUnavailableError, match="could not be loaded"):
