@@ -338,6 +338,12 @@ def describe_preset_seeds(seeds: pd.DataFrame | None = None) -> str:
     )
 
 
+def paired_counts(row: pd.Series) -> str:
+    """One seed's row of a :func:`prediction_comparison` as ``+a/-b``: a images only the new
+    recipe got right, b only the old one."""
+    return f"+{int(row['images only now right'])}/-{int(row['images only before right'])}"
+
+
 def describe_comparison(choice: pd.DataFrame) -> str:
     """A :func:`prediction_comparison` in words: per seed, the honest classes' accuracy
     before and now, the paired counts with McNemar's p, then the :func:`verdict`."""
@@ -348,8 +354,7 @@ def describe_comparison(choice: pd.DataFrame) -> str:
         )
         parts.append(
             f"seed {seed}: accuracy (3 classes) {row['accuracy (3 classes), before']:.3f} -> "
-            f"{row['accuracy (3 classes), now']:.3f} ({sens}; +{int(row['images only now right'])}/"
-            f"-{int(row['images only before right'])}, McNemar {format_p(row['McNemar p'])})"
+            f"{row['accuracy (3 classes), now']:.3f} ({sens}; {paired_counts(row)}, McNemar {format_p(row['McNemar p'])})"
         )
     return "; ".join(parts) + f". Verdict: {comparison_verdict(choice)}."
 
@@ -412,10 +417,7 @@ def describe_augmentation_challengers(augmentations: Iterable[str]) -> list[str]
             if (variant, PRESET_RUNS[1]) not in measured:
                 continue
             choice = prediction_comparison((variant, PRESET_RUNS[1]), PRESET_RUNS)
-            paired = "; ".join(
-                f"seed {seed}: +{int(r['images only now right'])}/-{int(r['images only before right'])}"
-                for seed, r in choice.iterrows()
-            )
+            paired = "; ".join(f"seed {seed}: {paired_counts(r)}" for seed, r in choice.iterrows())
             lines.append(f"{name} ({variant}): {paired}; verdict: {comparison_verdict(choice)}")
     return lines
 

@@ -196,6 +196,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         steps=args.steps,
         rounds=args.rounds,
         workers=args.workers,
+        arch=args.arch,
     )
     if args.explorer_steps:
         run = args.run
@@ -414,6 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=_positive_int, default=3)
     p.add_argument("--workers", type=_non_negative_int, default=0, help="DataLoader worker processes")
     p.add_argument("--fast", action="store_true", help="use the fast-mode subset")
+    p.add_argument(
+        "--arch", choices=ARCHITECTURES, default="resnet18", help="the network whose training steps are timed"
+    )
     p.add_argument(
         "--run",
         metavar="RUN",

@@ -228,8 +228,9 @@ def test_arch_choices_match_the_models() -> None:
     from cxrlib.models import ARCHITECTURES
 
     assert cli.ARCHITECTURES == ARCHITECTURES
-    arch = next(a for a in SUBCOMMANDS["train"]._actions if a.dest == "arch")
-    assert tuple(arch.choices) == ARCHITECTURES
+    for command in ("train", "bench"):
+        arch = next(a for a in SUBCOMMANDS[command]._actions if a.dest == "arch")
+        assert tuple(arch.choices) == ARCHITECTURES
 
 
 # --------------------------------------------------------------------------- help

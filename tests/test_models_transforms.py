@@ -156,3 +156,15 @@ def test_bench_reports_the_three_numbers(tmp_path: Path) -> None:
     assert result["loader_ratio"] == pytest.approx(
         result["train_images_per_s_loader"] / result["train_images_per_s_model"], rel=0.01
     )
+
+
+def test_cxr_bench_times_the_network_asked_for(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from cxrlib.cli import main
+
+    ds = build_dataset(tmp_path / "d", dict.fromkeys(CANONICAL, 10), size=40)
+    args = ["bench", "--data", str(ds.path), "--img-size", "32", "--steps", "1", "--rounds", "1"]
+    assert main([*args, "--arch", "resnet18-w32", "--explorer-steps", "0", "--json"]) == 0
+    numbers = json.loads(capsys.readouterr().out)
+    assert numbers["arch"] == "resnet18-w32" and numbers["train_images_per_s_model"] > 0
