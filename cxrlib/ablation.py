@@ -17,6 +17,8 @@ two choices that need no retraining (``recipe_posthoc.json``, :func:`preset_choi
 ``cpu+...`` variant changes one thing of the preset itself and is compared with the preset's
 runs, in the table and as both predict (:func:`challengers`). The preset's own training,
 repeated at more seeds (:func:`preset_seeds`), shows what the seed alone does to one recipe.
+``recipe_valid_images.csv`` names the validation images behind every run's ``correct``
+string, so :func:`shared_errors` can say which images the trainings miss together.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ BASE_PREDICTION = "offsets"
 CHALLENGER_PREFIX = "cpu+"
 #: How the tables name the ``cpu`` preset's own runs (a variant name alone does not say it).
 PRESET_NAME = "cpu preset"
+#: A validation image that at least this share of the trainings miss is a *shared* error
+#: (:func:`shared_errors`): one that changing the recipe, or its seed, mostly did not remove.
+SHARED_ERROR_SHARE = 0.5
 
 
 def variant_label(variant: str, epochs: int, epoch_images: int, machine: str = "") -> str:
@@ -420,6 +425,86 @@ def describe_augmentation_challengers(augmentations: Iterable[str]) -> list[str]
             paired = "; ".join(f"seed {seed}: {paired_counts(r)}" for seed, r in choice.iterrows())
             lines.append(f"{name} ({variant}): {paired}; verdict: {comparison_verdict(choice)}")
     return lines
+
+
+def load_valid_images() -> pd.DataFrame:
+    """The sample's validation images (``path``, ``class``) in the order of every ``correct``
+    string of ``recipe_posthoc.json`` (``tools/recipe_posthoc.py --valid-images``)."""
+    with resources.files("cxrlib").joinpath("recipe_valid_images.csv").open() as f:
+        return pd.read_csv(f)
+
+
+def miss_shares(prediction: str = PRESET_PREDICTION) -> pd.DataFrame:
+    """One row per validation image (:func:`load_valid_images`): its ``path`` and ``class``,
+    and ``missed by``, the share of the trainings in ``recipe_posthoc.json`` measured with
+    ``prediction`` that got it wrong: the preset's at every seed and machine, and every
+    variant's. ``attrs["trainings"]`` is how many trainings that is."""
+    images = load_valid_images()
+    correct = [modes[prediction]["correct"] for modes in _posthoc_results().values() if prediction in modes]
+    if not correct:
+        raise ValueError(f"no run in recipe_posthoc.json was measured with {prediction!r}")
+    wrong = pd.DataFrame([[c == "0" for c in string] for string in correct])
+    if wrong.shape[1] != len(images):
+        raise ValueError(
+            f"{wrong.shape[1]} images per run in recipe_posthoc.json, {len(images)} in recipe_valid_images.csv"
+        )
+    shares = images.assign(**{"missed by": wrong.mean().to_numpy()})
+    shares.attrs["trainings"] = len(correct)
+    return shares
+
+
+def shared_errors(
+    shares: pd.DataFrame | None = None, share: float = SHARED_ERROR_SHARE, classes: Iterable[str] = HONEST_CLASSES
+) -> pd.DataFrame:
+    """:func:`miss_shares` per class, one row each: its validation ``images``, the ``errors per
+    training`` (the mean over the trainings), the images missed by at least ``share`` of the
+    trainings (``shared errors``), how many of a training's errors are among them on average
+    (``shared errors per training``), and the images that no training missed. The shared errors
+    set a floor under what any of these recipes misses: a training that got every other image
+    of the class right would still miss them, with ``sensitivity without the shared errors``."""
+    shares = miss_shares() if shares is None else shares
+    rows = []
+    for name in classes:
+        missed = shares.loc[shares["class"] == name, "missed by"]
+        shared = int((missed >= share).sum())
+        rows.append(
+            {
+                "class": name,
+                "images": len(missed),
+                "errors per training": float(missed.sum()),
+                "shared errors": shared,
+                "shared errors per training": float(missed[missed >= share].sum()),
+                "never missed": int((missed == 0).sum()),
+                "sensitivity without the shared errors": 1 - shared / len(missed),
+            }
+        )
+    table = pd.DataFrame(rows).set_index("class")
+    table.attrs = {"trainings": shares.attrs["trainings"], "share": share}
+    return table
+
+
+def describe_shared_errors(errors: pd.DataFrame | None = None) -> str:
+    """:func:`shared_errors` in sentences: how many trainings, and per class how many images
+    they miss on average and how many of those most of them miss."""
+    errors = shared_errors() if errors is None else errors
+    trainings, share = errors.attrs["trainings"], errors.attrs["share"]
+    per_class = "; ".join(
+        f"{name}: a training misses {r['errors per training']:.1f} of its {int(r['images'])} images on average, "
+        f"{r['shared errors per training']:.1f} of them among the images that at least {share:.0%} of the "
+        f"trainings miss ({int(r['shared errors'])}); {int(r['never missed'])} images no training missed"
+        for name, r in errors.iterrows()
+    )
+    covid = errors.loc["COVID"] if "COVID" in errors.index else None
+    floor = (
+        f" A recipe that removed every other COVID error but not these would have a COVID sensitivity of "
+        f"{covid['sensitivity without the shared errors']:.2f} on these images."
+        if covid is not None
+        else ""
+    )
+    return (
+        f"Stored measurement (cxrlib/recipe_posthoc.json, validation split): {trainings} trainings predicting as "
+        f"the preset does ({PRESET_PREDICTION}), the preset's at every seed and each variant's. {per_class}.{floor}"
+    )
 
 
 def load_recipe_runs() -> pd.DataFrame:

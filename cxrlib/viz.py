@@ -4,7 +4,9 @@ returns it, so chapters stay one line per figure and tests can inspect the resul
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
@@ -409,6 +411,25 @@ def plot_region_examples(images: Any, regions: Any, titles: Sequence[str]) -> Fi
         axes[row, 0].text(
             -0.06, 0.5, title, transform=axes[row, 0].transAxes, rotation=90, ha="right", va="center", fontsize=9
         )
+    fig.tight_layout()
+    return fig
+
+
+def plot_image_files(
+    root: str | os.PathLike[str], paths: Sequence[str], titles: Sequence[str], *, cols: int = 5
+) -> Figure | None:
+    """The images at ``paths`` (relative to ``root``) that exist there, in a grid, each with
+    its title; ``None`` when none of them exists (another copy of the data). Chapter 3 shows
+    the validation images that most trainings miss (:func:`cxrlib.ablation.miss_shares`)."""
+    found = [(Path(root) / path, title) for path, title in zip(paths, titles) if (Path(root) / path).is_file()]
+    if not found:
+        return None
+    rows = -(-len(found) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (path, title) in zip(axes.flat, found):
+        _show_gray(ax, read_gray(path), title)
     fig.tight_layout()
     return fig
 

@@ -49,22 +49,35 @@ class Env:
     kagglehub: Path  # KAGGLEHUB_CACHE (empty)
 
 
+#: What every test runs without (the user's data, mode, runs folder and Kaggle credentials).
+UNSET_VARIABLES = (
+    "CXR_DATA_DIR",
+    "CXR_FAST",
+    "CXR_KAGGLE_HANDLE",
+    "CXR_RUNS_DIR",
+    "KAGGLE_USERNAME",
+    "KAGGLE_KEY",
+    "KAGGLE_API_TOKEN",
+)
+
+
+def unset_for_the_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove :data:`UNSET_VARIABLES` until ``monkeypatch`` undoes, which also takes back any
+    value the code under test sets. Set first, then delete: ``delenv(raising=False)`` of an
+    unset variable records nothing, so a value set later (the first cell sets ``CXR_DATA_DIR``)
+    would outlive the test and reach the notebooks that pytest runs next."""
+    for var in UNSET_VARIABLES:
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Env:
     cache = tmp_path_factory.mktemp("cxr-cache")
     kagglehub_cache = tmp_path_factory.mktemp("kagglehub-cache")
     monkeypatch.setenv("CXR_CACHE_DIR", str(cache))
     monkeypatch.setenv("KAGGLEHUB_CACHE", str(kagglehub_cache))
-    for var in (
-        "CXR_DATA_DIR",
-        "CXR_FAST",
-        "CXR_KAGGLE_HANDLE",
-        "CXR_RUNS_DIR",
-        "KAGGLE_USERNAME",
-        "KAGGLE_KEY",
-        "KAGGLE_API_TOKEN",
-    ):
-        monkeypatch.delenv(var, raising=False)
+    unset_for_the_test(monkeypatch)
 
     # Belt and braces: no test may open an internet connection (kagglehub would try one
     # for a handle that is not in its cache). Loopback stays open for local servers.

@@ -6,6 +6,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -21,11 +22,14 @@ from cxrlib.ablation import (
     describe_machine_comparison,
     describe_preset_choice,
     describe_preset_seeds,
+    describe_shared_errors,
     describe_variant,
     load_posthoc,
     load_recipe_runs,
+    load_valid_images,
     machine_comparison,
     machine_tag,
+    miss_shares,
     parse_run_name,
     posthoc_verdicts,
     preset_choice,
@@ -36,15 +40,18 @@ from cxrlib.ablation import (
     run_label,
     run_name,
     seed_label,
+    shared_errors,
     variant_label,
     variant_verdict,
     verdict,
 )
+from cxrlib.evaluate import Predictions
 from cxrlib.recipe import preset
 from cxrlib.stats import exact_interval
 from cxrlib.transforms import AugmentConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from recipe_posthoc import check_valid_images  # noqa: E402
 from recipe_runs import VARIANTS, starting_recipe  # noqa: E402
 
 
@@ -379,3 +386,82 @@ def test_every_augmentation_but_the_flip_was_measured_alone_on_the_preset() -> N
     lines = describe_augmentation_challengers(names)
     assert [line.split(" ")[0] for line in lines] == names
     assert all(line.count("seed ") >= 2 for line in lines)  # two seeds or more behind each
+
+
+def test_the_validation_images_file_orders_every_stored_correct_string() -> None:
+    """Each run's per-class sensitivities, read from its ``correct`` string through the
+    images file's classes, are the ones stored beside it: the file names the images in the
+    strings' order, for every run and every prediction."""
+    images = load_valid_images()
+    assert list(images.columns) == ["path", "class"] and images.path.is_unique
+    assert images["class"].value_counts().to_dict() == {c: 100 for c in ablation.CLASS_NAMES}
+    checked = 0
+    for modes in ablation._posthoc_results().values():
+        for scores in modes.values():
+            right = pd.Series([c == "1" for c in scores["correct"]])
+            for name in ablation.CLASS_NAMES:
+                assert right[images["class"] == name].mean() == pytest.approx(scores[f"sens_{name}"])
+            checked += 1
+    assert checked > 200
+
+
+def _stored_misses(monkeypatch: pytest.MonkeyPatch, strings: list[str], prediction: str = PRESET_PREDICTION) -> None:
+    images = pd.DataFrame(
+        {
+            "path": [f"{c}/{i}.png" for c in HONEST_CLASSES for i in range(2)],
+            "class": [c for c in HONEST_CLASSES for _ in range(2)],
+        }
+    )
+    stored = {f"run{k}": {prediction: {"correct": s}, "plain": {"correct": "1" * 6}} for k, s in enumerate(strings)}
+    monkeypatch.setattr(ablation, "load_valid_images", lambda: images)
+    monkeypatch.setattr(ablation, "_posthoc_results", lambda: stored)
+
+
+def test_miss_shares_count_the_trainings_that_got_each_image_wrong(monkeypatch: pytest.MonkeyPatch) -> None:
+    _stored_misses(monkeypatch, ["011111", "001101", "111111", "011111"])
+    shares = miss_shares()
+    assert shares.attrs["trainings"] == 4
+    assert shares["missed by"].tolist() == [0.75, 0.25, 0.0, 0.0, 0.25, 0.0]
+    assert miss_shares("plain")["missed by"].sum() == 0 and miss_shares("plain").attrs["trainings"] == 4
+    with pytest.raises(ValueError, match="no run"):
+        miss_shares("tta")
+
+
+def test_shared_errors_are_the_images_most_trainings_miss(monkeypatch: pytest.MonkeyPatch) -> None:
+    _stored_misses(monkeypatch, ["011111", "001101", "111111", "011111"])
+    errors = shared_errors()
+    covid = errors.loc["COVID"]
+    assert covid["errors per training"] == pytest.approx(1.0)  # 4 errors over 4 trainings
+    assert covid["shared errors"] == 1 and covid["shared errors per training"] == pytest.approx(0.75)
+    assert covid["never missed"] == 0 and covid["sensitivity without the shared errors"] == pytest.approx(0.5)
+    assert errors.loc["Normal", "never missed"] == 2 and errors.loc["Normal", "shared errors"] == 0
+    assert shared_errors(share=0.25).loc["COVID", "shared errors"] == 2  # a lower bar shares more
+    assert shared_errors(share=0.25).loc["Viral Pneumonia", "shared errors"] == 1
+    sentence = describe_shared_errors(errors)
+    assert "4 trainings" in sentence and "COVID: a training misses 1.0 of its 2 images" in sentence
+    assert "COVID sensitivity of 0.50" in sentence
+
+
+def test_a_stored_string_of_another_length_than_the_images_file_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    _stored_misses(monkeypatch, ["0111111"])
+    with pytest.raises(ValueError, match="7 images per run"):
+        miss_shares()
+
+
+def test_the_shipped_shared_errors_describe_every_stored_training() -> None:
+    errors = shared_errors()
+    assert errors.attrs["trainings"] == sum(PRESET_PREDICTION in m for m in ablation._posthoc_results().values())
+    assert (errors["shared errors per training"] <= errors["errors per training"]).all()
+    assert (errors["never missed"] + errors["shared errors"] <= errors["images"]).all()
+
+
+def test_the_posthoc_tool_writes_the_images_file_once_then_holds_every_run_to_it(tmp_path: Path) -> None:
+    def predictions(paths: list[str]) -> Predictions:
+        return Predictions(probs=np.zeros((2, 2)), labels=np.array([0, 1]), classes=["COVID", "Normal"], paths=paths)
+
+    csv = tmp_path / "valid_images.csv"
+    check_valid_images(predictions(["COVID/a.png", "Normal/b.png"]), csv)
+    assert pd.read_csv(csv).to_dict("list") == {"path": ["COVID/a.png", "Normal/b.png"], "class": ["COVID", "Normal"]}
+    check_valid_images(predictions(["COVID/a.png", "Normal/b.png"]), csv)  # the same images: accepted
+    with pytest.raises(SystemExit, match="differ"):
+        check_valid_images(predictions(["Normal/b.png", "COVID/a.png"]), csv)

@@ -28,7 +28,7 @@ from cxrlib import cli, config
 from cxrlib.config import DataNotFoundError, DownloadError, download_database, resolve_data_dir
 from cxrlib.data import scan
 
-from conftest import CANONICAL, WRAPPER, build_dataset, kagglehub_dataset_dir
+from conftest import CANONICAL, WRAPPER, build_dataset, kagglehub_dataset_dir, unset_for_the_test
 
 HANDLE = config.KAGGLE_HANDLE
 DOWNLOAD_URL_END = "/v1/datasets.DatasetApiService/DownloadDataset"
@@ -367,6 +367,17 @@ def test_first_cell_downloads_on_hosted_notebooks(where: str, tmp_path: Path, mo
     assert os.environ["CXR_DATA_DIR"] == str(mounted.resolve())
     assert resolve_data_dir() == mounted.resolve()
     monkeypatch.delenv("CXR_DATA_DIR")
+
+
+def test_a_data_folder_the_first_cell_sets_does_not_outlive_the_test() -> None:
+    """The test above checks the folder the cell sets. Afterwards the variable must be as it
+    was before the test's isolation (here: unset), or the notebooks pytest runs next read it."""
+    assert "CXR_DATA_DIR" not in os.environ
+    patch = pytest.MonkeyPatch()
+    unset_for_the_test(patch)
+    os.environ["CXR_DATA_DIR"] = "/set/by/the/first/cell"
+    patch.undo()
+    assert "CXR_DATA_DIR" not in os.environ
 
 
 def test_first_cell_failure_is_one_printed_line(

@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from cxrlib import viz  # noqa: E402
 
@@ -66,3 +67,13 @@ def test_strip_plots_scatter_the_same_dots_every_build_and_restore_numpy(plot: s
     assert np.array_equal(np.random.random_sample(3), expected)  # as if the plot had drawn nothing
     np.random.seed(99)
     assert np.array_equal(draw(), first)  # another caller state, the same dots
+
+
+def test_image_files_are_drawn_when_present_and_skipped_when_not(tmp_path) -> None:
+    (tmp_path / "COVID").mkdir()
+    Image.fromarray(np.full((20, 20), 90, np.uint8)).save(tmp_path / "COVID" / "a.png")
+    fig = viz.plot_image_files(tmp_path, ["COVID/a.png", "COVID/missing.png"], ["first", "second"], cols=3)
+    titles = [ax.get_title() for ax in fig.axes if ax.images]
+    plt.close(fig)
+    assert titles == ["first"]  # the missing file is left out, not drawn blank
+    assert viz.plot_image_files(tmp_path, ["COVID/missing.png"], ["second"]) is None

@@ -15,8 +15,11 @@ four-class accuracy and macro AUC, for
   honestly by cross-fitting: the validation split is cut in two halves (stratified by class,
   seed 0), and each half is predicted with the offsets fitted on the other.
 
-Usage: ``python tools/recipe_posthoc.py RUN [RUN ...] [--only CHOICE ...] [--json OUT]``
-(``--json`` adds to the file's runs when it exists).
+Usage: ``python tools/recipe_posthoc.py RUN [RUN ...] [--only CHOICE ...] [--json OUT]
+[--valid-images CSV]`` (``--json`` adds to the file's runs when it exists). ``--valid-images``
+names the validation images, in the order of every ``correct`` string (one ``0``/``1`` per
+image): written when the file does not exist, and otherwise checked, so that every run's
+strings refer to the same images in the same order (``cxrlib.ablation.miss_shares``).
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torchvision.transforms.v2 import functional as F
 
 from cxrlib.ablation import HONEST_CLASSES
 from cxrlib.checkpoint import load_model, predict_images, run_data_dir
-from cxrlib.evaluate import predict_split
+from cxrlib.evaluate import Predictions, predict_split
 from cxrlib.metrics import macro_auc
 from cxrlib.train import fit_class_offsets
 
@@ -77,9 +81,23 @@ def crossfit_offsets(probs: np.ndarray, labels: np.ndarray, seed: int = 0) -> np
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def measure(run: Path, choices: tuple[str, ...] = CHOICES) -> dict[str, dict[str, float]]:
+def check_valid_images(pred: Predictions, csv: Path) -> None:
+    """Write ``csv`` (path, class of each validation image, in prediction order) when it does
+    not exist; otherwise raise unless ``pred`` predicted the same images in the same order."""
+    images = pd.DataFrame({"path": pred.paths, "class": [pred.classes[k] for k in pred.labels]})
+    if not csv.is_file():
+        images.to_csv(csv, index=False)
+    elif not images.equals(pd.read_csv(csv)):
+        raise SystemExit(f"{csv}: this run's validation images differ from the file's (another split?)")
+
+
+def measure(
+    run: Path, choices: tuple[str, ...] = CHOICES, valid_images: Path | None = None
+) -> dict[str, dict[str, float]]:
     loaded = load_model(run)
     pred = predict_split(run, split="valid", keep_images=True)
+    if valid_images is not None:
+        check_valid_images(pred, valid_images)
     out = {"plain": scores(pred.probs, pred.labels, pred.classes)}
     if "offsets" in choices:
         out["offsets"] = scores(crossfit_offsets(pred.probs, pred.labels), pred.labels, pred.classes)
@@ -113,10 +131,11 @@ def main() -> int:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--only", nargs="+", choices=CHOICES, default=list(CHOICES))
+    parser.add_argument("--valid-images", type=Path, help="the validation images' CSV: written, or checked")
     args = parser.parse_args()
     results = json.loads(args.json.read_text()) if args.json and args.json.is_file() else {}
     for run in args.runs:
-        results[run.name] = {**results.get(run.name, {}), **measure(run, tuple(args.only))}
+        results[run.name] = {**results.get(run.name, {}), **measure(run, tuple(args.only), args.valid_images)}
         print(
             run.name,
             {k: {m: round(v, 4) for m, v in r.items() if m != "correct"} for k, r in results[run.name].items()},
