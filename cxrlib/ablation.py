@@ -459,9 +459,9 @@ def shared_errors(
     """:func:`miss_shares` per class, one row each: its validation ``images``, the ``errors per
     training`` (the mean over the trainings), the images missed by at least ``share`` of the
     trainings (``shared errors``), how many of a training's errors are among them on average
-    (``shared errors per training``), and the images that no training missed. The shared errors
-    set a floor under what any of these recipes misses: a training that got every other image
-    of the class right would still miss them, with ``sensitivity without the shared errors``."""
+    (``shared errors per training``), and the images that no training missed. A recipe that
+    removed every other error of the class but not the shared ones would reach ``sensitivity
+    without the shared errors``."""
     shares = miss_shares() if shares is None else shares
     rows = []
     for name in classes:
