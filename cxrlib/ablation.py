@@ -389,6 +389,13 @@ def challenger_variants() -> list[tuple[str, int]]:
     return [key for key in _measured_runs() if key[0].startswith(CHALLENGER_PREFIX)]
 
 
+def challengers_on_recorded_machines() -> list[tuple[str, int]]:
+    """The :func:`challenger_variants` whose runs were trained on a recorded machine (the
+    machine is part of their folder names), each paired with the preset retrained there."""
+    measured = _measured_runs()
+    return [key for key in challenger_variants() if any(machine for _, machine in measured[key])]
+
+
 def challengers() -> dict[str, pd.DataFrame]:
     """The ``cpu+...`` variants (one change on top of the ``cpu`` preset) with runs in
     ``recipe_posthoc.json``, each as the preset would make it predict (:data:`PRESET_PREDICTION`)
@@ -453,6 +460,13 @@ def miss_shares(prediction: str = PRESET_PREDICTION) -> pd.DataFrame:
     return shares
 
 
+def shared_error_images(shares: pd.DataFrame | None = None, share: float = SHARED_ERROR_SHARE) -> pd.DataFrame:
+    """The rows of :func:`miss_shares` that at least ``share`` of the trainings missed: the
+    images :func:`shared_errors` counts."""
+    shares = miss_shares() if shares is None else shares
+    return shares[shares["missed by"] >= share]
+
+
 def shared_errors(
     shares: pd.DataFrame | None = None, share: float = SHARED_ERROR_SHARE, classes: Iterable[str] = HONEST_CLASSES
 ) -> pd.DataFrame:
@@ -463,19 +477,20 @@ def shared_errors(
     removed every other error of the class but not the shared ones would reach ``sensitivity
     without the shared errors``."""
     shares = miss_shares() if shares is None else shares
+    shared_images = shared_error_images(shares, share)
     rows = []
     for name in classes:
         missed = shares.loc[shares["class"] == name, "missed by"]
-        shared = int((missed >= share).sum())
+        shared = shared_images.loc[shared_images["class"] == name, "missed by"]
         rows.append(
             {
                 "class": name,
                 "images": len(missed),
                 "errors per training": float(missed.sum()),
-                "shared errors": shared,
-                "shared errors per training": float(missed[missed >= share].sum()),
+                "shared errors": len(shared),
+                "shared errors per training": float(shared.sum()),
                 "never missed": int((missed == 0).sum()),
-                "sensitivity without the shared errors": 1 - shared / len(missed),
+                "sensitivity without the shared errors": 1 - len(shared) / len(missed),
             }
         )
     table = pd.DataFrame(rows).set_index("class")

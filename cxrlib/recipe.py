@@ -211,13 +211,11 @@ PRESETS: dict[str, TrainConfig] = {
     # of COVID, Normal and Viral Pneumonia (recipe_posthoc.json). Lung_Opacity is what pays:
     # on the whole database, where its films are harder, train with class_shares=None if it
     # matters to you (chapter 3 says so). Every single change measured on top of it since is
-    # behind it, as both predict, at one seed or more (the list, with each verdict:
-    # ablation.challengers, chapter 3; the eight single augmentations were measured on another
-    # CPU, against the preset retrained there, since a seed trains another network on another
-    # CPU: ablation.machine_comparison; so were progressive resizing, CutMix and a deeper
-    # ResNet-34 at half width, behind at both of their seeds); averaging the predictions at three sizes was not ahead
-    # at every one of its four seeds (recipe_posthoc.json). Its own training at four seeds
-    # shows what the seed alone does (ablation.preset_seeds).
+    # behind it, as both predict, at one seed or more (ablation.challengers, chapter 3); those
+    # trained on another CPU are paired with the preset retrained there, since a seed trains
+    # another network on another CPU (ablation.machine_comparison). Averaging the predictions
+    # at three sizes was not ahead at every one of its four seeds (recipe_posthoc.json). Its
+    # own training at four seeds shows what the seed alone does (ablation.preset_seeds).
     "cpu": TrainConfig(
         preset="cpu",
         arch="resnet18-w32",

@@ -421,7 +421,8 @@ def plot_image_files(
     """The images at ``paths`` (relative to ``root``) that exist there, in a grid, each with
     its title; ``None`` when none of them exists (another copy of the data). Chapter 3 shows
     the validation images that most trainings miss (:func:`cxrlib.ablation.miss_shares`)."""
-    found = [(Path(root) / path, title) for path, title in zip(paths, titles) if (Path(root) / path).is_file()]
+    files = [(Path(root) / path, title) for path, title in zip(paths, titles)]
+    found = [(file, title) for file, title in files if file.is_file()]
     if not found:
         return None
     rows = -(-len(found) // cols)

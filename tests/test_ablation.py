@@ -17,6 +17,7 @@ from cxrlib.ablation import (
     PRESET_PREDICTION,
     PRESET_RUNS,
     challengers,
+    challengers_on_recorded_machines,
     describe_augmentation_challengers,
     describe_challengers,
     describe_machine_comparison,
@@ -40,6 +41,7 @@ from cxrlib.ablation import (
     run_label,
     run_name,
     seed_label,
+    shared_error_images,
     shared_errors,
     variant_label,
     variant_verdict,
@@ -465,3 +467,25 @@ def test_the_posthoc_tool_writes_the_images_file_once_then_holds_every_run_to_it
     check_valid_images(predictions(["COVID/a.png", "Normal/b.png"]), csv)  # the same images: accepted
     with pytest.raises(SystemExit, match="differ"):
         check_valid_images(predictions(["Normal/b.png", "COVID/a.png"]), csv)
+
+
+def test_shared_error_images_are_the_rows_shared_errors_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    _stored_misses(monkeypatch, ["011111", "001101", "111111", "011111"])
+    assert shared_error_images().path.tolist() == ["COVID/0.png"]
+    assert shared_error_images(share=0.25).path.tolist() == ["COVID/0.png", "COVID/1.png", "Viral Pneumonia/0.png"]
+    assert len(shared_error_images()) == shared_errors()["shared errors"].sum()
+
+
+def test_challengers_on_recorded_machines_are_those_with_a_machine_in_their_run_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stored = {
+        run_name(*PRESET_RUNS, 0): {},
+        run_name(*PRESET_RUNS, 0, machine="AMD-EPYC"): {},
+        "cpu+mixup-e22x2000-s0": {},
+        "cpu+mixup-e22x2000-s1": {},
+        "cpu+noise-e22x2000-s0-on-AMD-EPYC": {},
+        "cpu+noise-e22x2000-s1-on-AMD-EPYC": {},
+    }
+    monkeypatch.setattr(ablation, "_posthoc_results", lambda: stored)
+    assert challengers_on_recorded_machines() == [("cpu+noise", 22)]
